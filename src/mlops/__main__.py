@@ -1,0 +1,3 @@
+from mlops.cli.main import app
+
+app(prog_name="mlops")

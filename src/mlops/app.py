@@ -1,0 +1,101 @@
+"""The application factory: wiring only. Each domain contributes its router here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+from sqlalchemy.exc import IntegrityError
+
+from mlops import __version__
+from mlops.core.database import Database, create_database
+from mlops.core.errors import install_error_handlers
+from mlops.core.migrations import upgrade_database
+from mlops.core.openapi import build_openapi
+from mlops.core.settings import Settings, get_settings
+from mlops.observability.health import router as health_router
+from mlops.observability.logging import configure_logging
+from mlops.observability.middleware import ObservabilityMiddleware
+from mlops.security.api import audit_router, auth_router
+from mlops.security.audit import AuditLog, AuditMiddleware
+from mlops.security.auth import Authenticator
+from mlops.security.ratelimit import RateLimiter
+from mlops.security.service import IdentityService
+
+logger = logging.getLogger("mlops")
+
+DESCRIPTION = """
+A self-hosted control plane for the machine-learning lifecycle.
+
+Authenticate with an `X-API-Key` header or an OAuth2 bearer token from
+`POST /api/v1/auth/token`. Every error is `application/problem+json` (RFC 9457).
+"""
+
+OPENAPI_TAGS = [
+    {"name": "auth", "description": "Tokens, API keys and users."},
+    {"name": "audit", "description": "The tamper-evident audit log."},
+    {"name": "health", "description": "Liveness and readiness probes."},
+]
+
+
+async def _sync_bootstrap_key(database: Database, settings: Settings) -> None:
+    key = settings.bootstrap_admin_key.get_secret_value() if settings.bootstrap_admin_key else None
+    for attempt in range(2):  # replicas starting together may race to insert the row
+        try:
+            async with database.sessionmaker() as session, session.begin():
+                await IdentityService(session, settings).sync_bootstrap_key(key)
+            return
+        except IntegrityError:
+            if attempt:
+                raise
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    database = create_database(settings)
+    if settings.auto_migrate:
+        await upgrade_database(database)
+    await _sync_bootstrap_key(database, settings)
+    limiter = RateLimiter.from_settings(settings) if settings.rate_limit_enabled else None
+    app.state.database = database
+    app.state.rate_limiter = limiter
+    app.state.authenticator = Authenticator(database, settings)
+    app.state.audit_log = AuditLog(database)
+    logger.info(
+        "service started",
+        extra={
+            "env": settings.env.value,
+            "database": database.dialect,
+            "rate_limits": "redis" if limiter and limiter.shared else "in-process",
+        },
+    )
+    try:
+        yield
+    finally:
+        await database.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, json_format=settings.log_json)
+    app = FastAPIOffline(
+        title="MLOps control plane",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=OPENAPI_TAGS,
+        lifespan=lifespan,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(auth_router)
+    app.include_router(audit_router)
+    app.add_middleware(AuditMiddleware)
+    app.add_middleware(ObservabilityMiddleware, max_request_bytes=settings.max_request_bytes)
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
+    return app

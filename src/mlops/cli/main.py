@@ -1,0 +1,169 @@
+"""The ``mlops`` command: run the service, manage its database and keys, talk to its API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from mlops.cli.client import ApiClient
+from mlops.security.permissions import Role
+
+app = typer.Typer(no_args_is_help=True, help="MLOps control plane.", pretty_exceptions_enable=False)
+db_app = typer.Typer(no_args_is_help=True, help="The service database.")
+admin_app = typer.Typer(no_args_is_help=True, help="Administration straight on the database.")
+audit_app = typer.Typer(no_args_is_help=True, help="The audit log.")
+app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+app.add_typer(audit_app, name="audit")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default MLOPS_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default MLOPS_PORT).")] = None,
+) -> None:
+    """Start the service (embedded default: SQLite under ./data, no external service)."""
+    import uvicorn
+
+    from mlops.core.settings import get_settings
+
+    settings = get_settings()
+    uvicorn.run(
+        "mlops.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        access_log=False,
+        log_config=None,
+        proxy_headers=False,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply the migrations up to REVISION (default: the newest)."""
+    from mlops.core.database import create_database
+    from mlops.core.migrations import current_revision, upgrade_database
+    from mlops.core.settings import get_settings
+
+    async def run() -> str | None:
+        database = create_database(get_settings())
+        try:
+            await upgrade_database(database, revision)
+            return await current_revision(database)
+        finally:
+            await database.dispose()
+
+    typer.echo(f"database at revision {asyncio.run(run())}")
+
+
+@admin_app.command("create-api-key")
+def create_api_key(
+    role: Annotated[Role, typer.Option(help="The key's role.")],
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "cli",
+    expires_in_days: Annotated[int | None, typer.Option(min=1)] = None,
+) -> None:
+    """Create an API key and print it (it is shown once)."""
+    from mlops.core.database import create_database
+    from mlops.core.migrations import upgrade_database
+    from mlops.core.settings import get_settings
+    from mlops.security.service import IdentityService
+
+    async def run() -> str:
+        settings = get_settings()
+        database = create_database(settings)
+        try:
+            if settings.auto_migrate:
+                await upgrade_database(database)
+            async with database.sessionmaker() as session, session.begin():
+                _, key = await IdentityService(session, settings).create_api_key(
+                    name, role, "cli", expires_in_days
+                )
+            return key
+        finally:
+            await database.dispose()
+
+    typer.echo(asyncio.run(run()))
+
+
+@admin_app.command("create-user")
+def create_user(
+    username: Annotated[str, typer.Option()],
+    role: Annotated[Role, typer.Option()],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Create a user who signs in with a password (prompted, or read from stdin)."""
+    from mlops.core.database import create_database
+    from mlops.core.migrations import upgrade_database
+    from mlops.core.settings import get_settings
+    from mlops.security.service import IdentityService
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 12:
+        typer.secho("the password must have at least 12 characters", fg="red", err=True)
+        raise typer.Exit(2)
+
+    async def run() -> None:
+        settings = get_settings()
+        database = create_database(settings)
+        try:
+            if settings.auto_migrate:
+                await upgrade_database(database)
+            async with database.sessionmaker() as session, session.begin():
+                await IdentityService(session, settings).create_user(username, password, role)
+        finally:
+            await database.dispose()
+
+    asyncio.run(run())
+    typer.echo(f"user {username} created with role {role.value}")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the audit log's hash chain; exit 1 naming the first broken entry."""
+    from mlops.core.database import create_database
+    from mlops.core.settings import get_settings
+    from mlops.security.audit import ChainVerdict, verify_chain
+
+    async def run() -> ChainVerdict:
+        database = create_database(get_settings())
+        try:
+            async with database.sessionmaker() as session:
+                return await verify_chain(session)
+        finally:
+            await database.dispose()
+
+    verdict = asyncio.run(run())
+    if verdict.intact:
+        typer.echo(f"audit chain intact: {verdict.checked} entries verified")
+        return
+    typer.secho(
+        f"audit chain broken at entry {verdict.broken_seq}: {verdict.reason} "
+        f"({verdict.checked} entries before it verified)",
+        fg="red",
+        err=True,
+    )
+    raise typer.Exit(1)
+
+
+@app.command()
+def whoami() -> None:
+    """Show who the configured credentials (MLOPS_URL, MLOPS_API_KEY) are on the service."""
+    typer.echo(json.dumps(ApiClient().request("GET", "/api/v1/auth/me"), indent=2))
+
+
+@app.command()
+def status() -> None:
+    """Show the service's readiness (no credentials needed)."""
+    client = ApiClient(api_key=os.environ.get("MLOPS_API_KEY"))
+    typer.echo(json.dumps(client.request("GET", "/ready"), indent=2))

@@ -1,0 +1,220 @@
+"""Domain errors, the one table that maps them to HTTP statuses, and the problem+json renderer.
+
+Domain code raises the errors below and never names a status code. Every error the service
+answers with is ``application/problem+json`` (RFC 9457).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+from mlops.observability.context import current_request_id
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_PREFIX = "urn:mlops:problem:"
+
+logger = logging.getLogger("mlops.errors")
+
+
+class DomainError(Exception):
+    """Base of every error the domain raises; its HTTP status lives in ``ERROR_STATUS``."""
+
+    slug = "error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Sequence[Mapping[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors) if errors else None
+        self.headers = dict(headers) if headers else None
+
+
+class NotFound(DomainError):
+    slug = "not-found"
+
+
+class Conflict(DomainError):
+    slug = "conflict"
+
+
+class InvalidInput(DomainError):
+    """Input that is well-formed but breaks a rule; ``field`` names where."""
+
+    slug = "validation-error"
+
+    def __init__(self, detail: str, *, field: str | Sequence[str | int]) -> None:
+        location = [field] if isinstance(field, str) else list(field)
+        super().__init__(
+            detail,
+            errors=[{"loc": location, "field": ".".join(map(str, location)), "message": detail}],
+        )
+
+
+class Unauthenticated(DomainError):
+    slug = "unauthenticated"
+
+    def __init__(self, detail: str = "Authentication required") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer, ApiKey realm="mlops"'})
+
+
+class PermissionDenied(DomainError):
+    slug = "permission-denied"
+
+
+class RateLimited(DomainError):
+    slug = "rate-limited"
+
+
+class PayloadTooLarge(DomainError):
+    slug = "payload-too-large"
+
+
+class ServiceUnavailable(DomainError):
+    slug = "service-unavailable"
+
+
+ERROR_STATUS: dict[type[DomainError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    InvalidInput: 422,
+    Unauthenticated: 401,
+    PermissionDenied: 403,
+    RateLimited: 429,
+    PayloadTooLarge: 413,
+    ServiceUnavailable: 503,
+}
+
+
+def status_of(error: DomainError) -> int:
+    for cls in type(error).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]
+    return 500
+
+
+def problem_body(
+    status: int,
+    detail: str | None = None,
+    *,
+    slug: str | None = None,
+    instance: str | None = None,
+    errors: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    body: dict[str, Any] = {
+        "type": f"{PROBLEM_TYPE_PREFIX}{slug}" if slug else "about:blank",
+        "title": title,
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    request_id = current_request_id()
+    if request_id:
+        body["request_id"] = request_id
+    if errors:
+        body["errors"] = list(errors)
+    return body
+
+
+def problem_response(
+    status: int,
+    detail: str | None = None,
+    *,
+    slug: str | None = None,
+    instance: str | None = None,
+    errors: Sequence[Mapping[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        problem_body(status, detail, slug=slug, instance=instance, errors=errors),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=dict(headers) if headers else None,
+    )
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for error in exc.errors():
+        location = [str(part) for part in error.get("loc", ())]
+        errors.append(
+            {
+                "loc": location,
+                "field": ".".join(location[1:]) if len(location) > 1 else ".".join(location),
+                "message": error.get("msg", "invalid"),
+                "type": error.get("type", "value_error"),
+            }
+        )
+    return errors
+
+
+async def _domain_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    return problem_response(
+        status_of(exc),
+        exc.detail,
+        slug=exc.slug,
+        instance=request.url.path,
+        errors=exc.errors,
+        headers=exc.headers,
+    )
+
+
+async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, DomainError):  # e.g. the body limit tripped while FastAPI parsed
+        return await _domain_error_handler(request, exc.__cause__)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"No resource at {request.url.path}"
+    elif exc.status_code == 405:
+        detail = f"Method {request.method} is not allowed on {request.url.path}"
+    return problem_response(exc.status_code, detail, instance=request.url.path, headers=exc.headers)
+
+
+async def _validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _validation_errors(exc)
+    fields = ", ".join(sorted({e["field"] for e in errors if e["field"]}))
+    return problem_response(
+        422,
+        f"Invalid request: {fields}" if fields else "Invalid request",
+        slug="validation-error",
+        instance=request.url.path,
+        errors=errors,
+    )
+
+
+def internal_error_response() -> JSONResponse:
+    return problem_response(
+        500,
+        "The server failed to handle the request; quote the request id when reporting it.",
+        slug="internal-error",
+    )
+
+
+async def _unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return internal_error_response()
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(Exception, _unhandled_error_handler)
