@@ -6,6 +6,7 @@ With CI=true an unreachable Postgres or Redis is a failure, never a skip.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import socket
 import uuid
@@ -54,16 +55,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _admin_execute(statement: str) -> None:
+async def admin_execute(statement: str, database: str = "postgres") -> None:
     import asyncpg
 
-    connection = await asyncpg.connect(
-        host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres"
-    )
+    connection = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=database)
     try:
         await connection.execute(statement)
     finally:
         await connection.close()
+
+
+def run_blocking(statement: str, database: str = "postgres") -> None:
+    """Run an admin statement from sync code, even when an event loop is running here."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, admin_execute(statement, database)).result()
 
 
 @pytest.fixture(scope="session")
@@ -71,11 +76,11 @@ def postgres_url() -> Iterator[str]:
     if not port_open(PG_HOST, PG_PORT):
         unavailable(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT}")
     name = f"mlops_test_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin_execute(f'CREATE DATABASE "{name}"'))
+    run_blocking(f'CREATE DATABASE "{name}"')
     try:
         yield f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
     finally:
-        asyncio.run(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        run_blocking(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
