@@ -46,7 +46,8 @@ def two_services(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[
     database = postgres_url.rsplit("/", 1)[1]
     # Start a fresh chain: other tests leave rows behind, some tampered with on purpose.
     run_blocking(
-        "DO $$ BEGIN IF to_regclass('audit_log') IS NOT NULL THEN DELETE FROM audit_log; END IF; END $$",
+        "DO $$ BEGIN IF to_regclass('audit_log') IS NOT NULL THEN "
+        "DELETE FROM audit_log; END IF; END $$",
         database,
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
