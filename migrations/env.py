@@ -9,7 +9,7 @@ from sqlalchemy import Connection
 
 from mlops.core.database import Base, create_database
 from mlops.core.settings import get_settings
-from mlops.models import import_all_models
+from mlops.domains import import_all_models
 
 import_all_models()
 target_metadata = Base.metadata

@@ -16,10 +16,10 @@ from mlops.core.errors import install_error_handlers
 from mlops.core.migrations import upgrade_database
 from mlops.core.openapi import build_openapi
 from mlops.core.settings import Settings, get_settings
+from mlops.domains import domain_routers, domain_tags
 from mlops.observability.health import router as health_router
 from mlops.observability.logging import configure_logging
 from mlops.observability.middleware import ObservabilityMiddleware
-from mlops.security.api import audit_router, auth_router
 from mlops.security.audit import AuditLog, AuditMiddleware
 from mlops.security.auth import Authenticator
 from mlops.security.ratelimit import RateLimiter
@@ -34,11 +34,7 @@ Authenticate with an `X-API-Key` header or an OAuth2 bearer token from
 `POST /api/v1/auth/token`. Every error is `application/problem+json` (RFC 9457).
 """
 
-OPENAPI_TAGS = [
-    {"name": "auth", "description": "Tokens, API keys and users."},
-    {"name": "audit", "description": "The tamper-evident audit log."},
-    {"name": "health", "description": "Liveness and readiness probes."},
-]
+HEALTH_TAGS = [{"name": "health", "description": "Liveness and readiness probes."}]
 
 
 async def _sync_bootstrap_key(database: Database, settings: Settings) -> None:
@@ -86,15 +82,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="MLOps control plane",
         version=__version__,
         description=DESCRIPTION,
-        openapi_tags=OPENAPI_TAGS,
+        openapi_tags=domain_tags() + HEALTH_TAGS,
         lifespan=lifespan,
         swagger_ui_parameters={"persistAuthorization": True},
     )
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(health_router)
-    app.include_router(auth_router)
-    app.include_router(audit_router)
+    for router in domain_routers():
+        app.include_router(router)
     app.add_middleware(AuditMiddleware)
     app.add_middleware(ObservabilityMiddleware, max_request_bytes=settings.max_request_bytes)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, inspect, text
 
 from mlops.core.database import Base, Database
 from mlops.core.migrations import alembic_config, current_revision, upgrade_database
-from mlops.models import import_all_models
+from mlops.domains import import_all_models
 from tests.conftest import admin_execute
 
 EXPECTED_TABLES = {"users", "api_keys", "audit_log", "alembic_version"}

@@ -23,7 +23,7 @@ _SECRET_PATTERNS = [
     ),
     (re.compile(r"(?i)(\w+://[^:/\s@]+:)[^@\s]+@"), r"\1***@"),
 ]
-_RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+_RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "color_message"}
 
 
 def redact(text: str) -> str:

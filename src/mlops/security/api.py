@@ -187,3 +187,10 @@ async def verify_audit_chain(_: ReadAudit, session: SessionDep) -> ChainVerdictO
         broken_seq=verdict.broken_seq,
         reason=verdict.reason,
     )
+
+
+ROUTERS = [auth_router, audit_router]
+TAGS = [
+    {"name": "auth", "description": "Tokens, API keys and users."},
+    {"name": "audit", "description": "The tamper-evident audit log."},
+]
