@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mlops.cli.client import ApiClient
+from mlops.security.credentials import MIN_PASSWORD_LENGTH
 from mlops.security.permissions import Role
+
+if TYPE_CHECKING:
+    from mlops.core.database import Database
+    from mlops.core.settings import Settings
+    from mlops.security.service import IdentityService
 
 app = typer.Typer(no_args_is_help=True, help="MLOps control plane.", pretty_exceptions_enable=False)
 db_app = typer.Typer(no_args_is_help=True, help="The service database.")
@@ -47,19 +52,14 @@ def serve(
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply the migrations up to REVISION (default: the newest)."""
-    from mlops.core.database import create_database
+    from mlops.cli.database import on_database
     from mlops.core.migrations import current_revision, upgrade_database
-    from mlops.core.settings import get_settings
 
-    async def run() -> str | None:
-        database = create_database(get_settings())
-        try:
-            await upgrade_database(database, revision)
-            return await current_revision(database)
-        finally:
-            await database.dispose()
+    async def upgrade(database: Database, _settings: Settings) -> str | None:
+        await upgrade_database(database, revision)
+        return await current_revision(database)
 
-    typer.echo(f"database at revision {asyncio.run(run())}")
+    typer.echo(f"database at revision {on_database(upgrade, migrate=False)}")
 
 
 @admin_app.command("create-api-key")
@@ -69,26 +69,13 @@ def create_api_key(
     expires_in_days: Annotated[int | None, typer.Option(min=1)] = None,
 ) -> None:
     """Create an API key and print it (it is shown once)."""
-    from mlops.core.database import create_database
-    from mlops.core.migrations import upgrade_database
-    from mlops.core.settings import get_settings
-    from mlops.security.service import IdentityService
+    from mlops.cli.database import in_identity_transaction
 
-    async def run() -> str:
-        settings = get_settings()
-        database = create_database(settings)
-        try:
-            if settings.auto_migrate:
-                await upgrade_database(database)
-            async with database.sessionmaker() as session, session.begin():
-                _, key = await IdentityService(session, settings).create_api_key(
-                    name, role, "cli", expires_in_days
-                )
-            return key
-        finally:
-            await database.dispose()
+    async def create(identity: IdentityService) -> str:
+        _, key = await identity.create_api_key(name, role, "cli", expires_in_days)
+        return key
 
-    typer.echo(asyncio.run(run()))
+    typer.echo(in_identity_transaction(create))
 
 
 @admin_app.command("create-user")
@@ -100,50 +87,36 @@ def create_user(
     ] = False,
 ) -> None:
     """Create a user who signs in with a password (prompted, or read from stdin)."""
-    from mlops.core.database import create_database
-    from mlops.core.migrations import upgrade_database
-    from mlops.core.settings import get_settings
-    from mlops.security.service import IdentityService
+    from mlops.cli.database import in_identity_transaction
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if len(password) < 12:
-        typer.secho("the password must have at least 12 characters", fg="red", err=True)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        typer.secho(
+            f"the password must have at least {MIN_PASSWORD_LENGTH} characters", fg="red", err=True
+        )
         raise typer.Exit(2)
 
-    async def run() -> None:
-        settings = get_settings()
-        database = create_database(settings)
-        try:
-            if settings.auto_migrate:
-                await upgrade_database(database)
-            async with database.sessionmaker() as session, session.begin():
-                await IdentityService(session, settings).create_user(username, password, role)
-        finally:
-            await database.dispose()
+    async def create(identity: IdentityService) -> None:
+        await identity.create_user(username, password, role)
 
-    asyncio.run(run())
+    in_identity_transaction(create)
     typer.echo(f"user {username} created with role {role.value}")
 
 
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the audit log's hash chain; exit 1 naming the first broken entry."""
-    from mlops.core.database import create_database
-    from mlops.core.settings import get_settings
+    from mlops.cli.database import on_database
     from mlops.security.audit import ChainVerdict, verify_chain
 
-    async def run() -> ChainVerdict:
-        database = create_database(get_settings())
-        try:
-            async with database.sessionmaker() as session:
-                return await verify_chain(session)
-        finally:
-            await database.dispose()
+    async def verify(database: Database, _settings: Settings) -> ChainVerdict:
+        async with database.sessionmaker() as session:
+            return await verify_chain(session)
 
-    verdict = asyncio.run(run())
+    verdict = on_database(verify, migrate=False)
     if verdict.intact:
         typer.echo(f"audit chain intact: {verdict.checked} entries verified")
         return

@@ -37,9 +37,18 @@ class Page(BaseModel, Generic[ItemT]):
     offset: int
 
 
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
+
+
 async def paginate(
-    session: AsyncSession, query: Select[Any], page: PageParams
-) -> tuple[list[Any], int]:
+    session: AsyncSession, query: Select[Any], page: PageParams, schema: type[SchemaT]
+) -> Page[SchemaT]:
+    """One page of ``query``'s rows rendered as ``schema``, with the total count."""
     total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     rows = (await session.scalars(query.limit(page.limit).offset(page.offset))).all()
-    return list(rows), int(total or 0)
+    return Page[SchemaT](
+        items=[schema.model_validate(row) for row in rows],
+        total=int(total or 0),
+        limit=page.limit,
+        offset=page.offset,
+    )

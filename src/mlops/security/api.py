@@ -94,13 +94,7 @@ async def list_api_keys(
     query = IdentityService(session, settings).api_keys_query(
         role=role, include_revoked=include_revoked
     )
-    rows, total = await paginate(session, query, page)
-    return Page(
-        items=[ApiKeyOut.model_validate(r) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return await paginate(session, query, page, ApiKeyOut)
 
 
 @auth_router.delete(
@@ -146,15 +140,8 @@ async def list_users(
     page: PageDep,
     role: Annotated[Role | None, Query(description="Only users of this role.")] = None,
 ) -> Page[UserOut]:
-    rows, total = await paginate(
-        session, IdentityService(session, settings).users_query(role), page
-    )
-    return Page(
-        items=[UserOut.model_validate(r) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    query = IdentityService(session, settings).users_query(role)
+    return await paginate(session, query, page, UserOut)
 
 
 @audit_router.get(
@@ -165,13 +152,7 @@ async def list_users(
 async def list_audit_entries(
     _: ReadAudit, session: SessionDep, page: PageDep, filters: Annotated[AuditFilter, Depends()]
 ) -> Page[AuditEntryOut]:
-    rows, total = await paginate(session, audit_query(filters), page)
-    return Page(
-        items=[AuditEntryOut.model_validate(r) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return await paginate(session, audit_query(filters), page, AuditEntryOut)
 
 
 @audit_router.get(

@@ -15,6 +15,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from mlops.security.permissions import Role
 
 API_KEY_PREFIX = "mlops_"
+MIN_PASSWORD_LENGTH = 12
 _password_hasher = PasswordHasher()
 # Verified against when a username is unknown, so that both paths cost one argon2 check.
 _DUMMY_HASH = _password_hasher.hash(secrets.token_urlsafe(16))

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlops.security.credentials import MIN_PASSWORD_LENGTH
 from mlops.security.permissions import Permission, Role
 
 
@@ -63,7 +64,7 @@ class UserCreate(BaseModel):
     )
 
     username: str = Field(min_length=2, max_length=64, pattern=r"^[a-z0-9][a-z0-9._\-]*$")
-    password: str = Field(min_length=12, max_length=256)
+    password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=256)
     role: Role
 
 
