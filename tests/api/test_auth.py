@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import jwt
@@ -10,7 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import select, update
 
 from mlops.security.models import ApiKey, User
-from tests.conftest import ADMIN, JWT_SECRET, create_key
+from tests.conftest import ADMIN, JWT_SECRET, client_for, create_key, running_app
 
 
 async def create_user(client: httpx.AsyncClient, username: str, role: str, password: str) -> None:
@@ -194,3 +195,13 @@ async def test_role_permissions_gate_key_management(client: httpx.AsyncClient) -
     )
     assert response.status_code == 403
     assert response.json()["type"] == "urn:mlops:problem:permission-denied"
+
+
+async def test_unsetting_the_bootstrap_key_revokes_it(settings_factory: Any) -> None:
+    async with running_app(settings_factory()) as app, client_for(app) as client:
+        assert (await client.get("/api/v1/auth/me", headers=ADMIN)).status_code == 200
+    without_key = settings_factory(bootstrap_admin_key=None)
+    async with running_app(without_key) as app, client_for(app) as client:
+        assert (await client.get("/api/v1/auth/me", headers=ADMIN)).status_code == 401
+    async with running_app(settings_factory()) as app, client_for(app) as client:
+        assert (await client.get("/api/v1/auth/me", headers=ADMIN)).status_code == 200

@@ -82,3 +82,24 @@ def test_serves_health_docs_and_a_first_call_with_nothing_configured(tmp_path: P
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert any(line.get("route") == "/api/v1/auth/me" for line in lines)
     assert key not in log.read_text()
+
+
+def test_production_refuses_to_start_without_a_real_secret(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    env.update(
+        MLOPS_ENV="production",
+        MLOPS_JWT_SECRET="short-secret-value-xyz",
+        MLOPS_DATABASE_URL="postgresql+asyncpg://mlops:topsecretpw@127.0.0.1:1/mlops",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mlops", "serve", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "MLOPS_JWT_SECRET" in result.stderr
+    output = result.stdout + result.stderr
+    assert "short-secret-value-xyz" not in output and "topsecretpw" not in output

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from mlops.core.database import Database, create_database
 from mlops.core.migrations import upgrade_database
-from mlops.core.settings import Settings, get_settings
+from mlops.core.settings import Settings
 from mlops.security.service import IdentityService
 
 T = TypeVar("T")
@@ -18,7 +18,9 @@ def on_database(work: Callable[[Database, Settings], Awaitable[T]], *, migrate: 
     """Run ``work`` against the configured database, migrated first unless told otherwise."""
 
     async def run() -> T:
-        settings = get_settings()
+        from mlops.cli.main import checked_settings
+
+        settings = checked_settings()
         database = create_database(settings)
         try:
             if migrate and settings.auto_migrate:

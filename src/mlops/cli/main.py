@@ -27,6 +27,19 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(audit_app, name="audit")
 
 
+def checked_settings() -> Settings:
+    """The settings, or a clear message (no values echoed) and exit status 2."""
+    from pydantic import ValidationError
+
+    from mlops.core.settings import describe_settings_error, get_settings
+
+    try:
+        return get_settings()
+    except ValidationError as error:
+        typer.secho(describe_settings_error(error), fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default MLOPS_HOST).")] = None,
@@ -35,9 +48,7 @@ def serve(
     """Start the service (embedded default: SQLite under ./data, no external service)."""
     import uvicorn
 
-    from mlops.core.settings import get_settings
-
-    settings = get_settings()
+    settings = checked_settings()
     uvicorn.run(
         "mlops.app:create_app",
         factory=True,

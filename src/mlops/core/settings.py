@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_JWT_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused in production
@@ -115,3 +115,13 @@ def app_settings(request: Request) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(app_settings)]
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """The problems in the environment, naming each variable but never echoing a value."""
+    lines = []
+    for item in error.errors(include_input=False, include_url=False):
+        names = [f"MLOPS_{str(part).upper()}" for part in item["loc"] if part != "__root__"]
+        message = str(item["msg"]).removeprefix("Value error, ")
+        lines.append(f"{', '.join(names)}: {message}" if names else message)
+    return "invalid settings:\n  " + "\n  ".join(lines)
