@@ -64,11 +64,19 @@ class UTCDateTime(TypeDecorator[datetime]):
 class Database:
     """The engine and session factory of one service process."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
-        options: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+    def __init__(
+        self, url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False
+    ) -> None:
+        options: dict[str, Any] = {
+            "echo": echo,
+            "pool_pre_ping": True,
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+        }
         if url.startswith("sqlite"):
-            options.pop("pool_pre_ping")
-            options["connect_args"] = {"timeout": 30}
+            # Each aiosqlite connection is a thread with its own PRAGMAs: keep a fixed set open
+            # rather than opening and closing overflow connections under bursts.
+            options.update(pool_pre_ping=False, max_overflow=0, connect_args={"timeout": 30})
         self.url = url
         self.engine: AsyncEngine = create_async_engine(url, **options)
         if url.startswith("sqlite"):
@@ -95,7 +103,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def create_database(settings: Settings) -> Database:
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return Database(settings.effective_database_url)
+    return Database(
+        settings.effective_database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
 
 
 def get_database(request: Request) -> Database:

@@ -10,7 +10,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from mlops.core.errors import PROBLEM_MEDIA_TYPE
-from mlops.security.auth import RequirePermission, get_principal
+from mlops.security.auth import SECURITY_SCHEMES, RequirePermission, get_principal
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "title": "Problem",
@@ -85,6 +85,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     schemas["Problem"] = PROBLEM_SCHEMA
+    components["securitySchemes"] = SECURITY_SCHEMES
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     routes = {
@@ -101,6 +102,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             errors = dict(_COMMON_ERRORS)
             if route_authenticated(route):
                 errors.update(_AUTH_ERRORS)
+                operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
                 permission = route_permission(route)
                 operation["x-required-permission"] = permission
                 note = (

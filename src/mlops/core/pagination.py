@@ -17,10 +17,11 @@ class PageParams(BaseModel):
     offset: int
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page.")] = 50,
     offset: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
 ) -> PageParams:
+    """Async on purpose: FastAPI runs a plain ``def`` dependency in its threadpool."""
     return PageParams(limit=limit, offset=offset)
 
 

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     )
     redis_url: SecretStr | None = None
     auto_migrate: bool = True
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
 
     jwt_secret: SecretStr = SecretStr(DEVELOPMENT_JWT_SECRET)
     jwt_algorithm: str = "HS256"
@@ -108,7 +110,7 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def app_settings(request: Request) -> Settings:
+async def app_settings(request: Request) -> Settings:
     """The settings the running app was built with (tests build apps with their own)."""
     settings: Settings = request.app.state.settings
     return settings

@@ -150,7 +150,7 @@ async def list_users(
     response_model=Page[AuditEntryOut],
 )
 async def list_audit_entries(
-    _: ReadAudit, session: SessionDep, page: PageDep, filters: Annotated[AuditFilter, Depends()]
+    _: ReadAudit, session: SessionDep, page: PageDep, filters: Annotated[AuditFilter, Query()]
 ) -> Page[AuditEntryOut]:
     return await paginate(session, audit_query(filters), page, AuditEntryOut)
 

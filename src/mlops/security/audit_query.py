@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import Query
+from pydantic import BaseModel, Field
 from sqlalchemy import Select, select
 
 from mlops.security.models import AuditEntry
 
 
-@dataclass
-class AuditFilter:
-    principal: Annotated[str | None, Query(description="Exact principal name.")] = None
-    action: Annotated[
-        str | None, Query(description="Substring of the action, e.g. 'POST /api/v1/auth'.")
-    ] = None
-    resource: Annotated[str | None, Query(description="Resource path prefix.")] = None
-    outcome: Annotated[
-        Literal["success", "failure", "denied", "throttled"] | None,
-        Query(description="Only entries with this outcome."),
-    ] = None
-    since: Annotated[
-        datetime | None, Query(description="From this time (inclusive, ISO 8601).")
-    ] = None
-    until: Annotated[datetime | None, Query(description="Before this time (ISO 8601).")] = None
+class AuditFilter(BaseModel):
+    """Query parameters of the audit listing (a query model: parsed without a threadpool hop)."""
+
+    principal: str | None = Field(default=None, description="Exact principal name.")
+    action: str | None = Field(
+        default=None, description="Substring of the action, e.g. 'POST /api/v1/auth'."
+    )
+    resource: str | None = Field(default=None, description="Resource path prefix.")
+    outcome: Literal["success", "failure", "denied", "throttled"] | None = Field(
+        default=None, description="Only entries with this outcome."
+    )
+    since: datetime | None = Field(
+        default=None, description="From this time (inclusive, ISO 8601)."
+    )
+    until: datetime | None = Field(default=None, description="Before this time (ISO 8601).")
 
 
 def _aware(value: datetime) -> datetime:

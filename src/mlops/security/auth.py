@@ -10,10 +10,9 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from fastapi import Depends, Request
 from sqlalchemy import select
 
 from mlops.core.database import Database
@@ -25,15 +24,14 @@ from mlops.security.permissions import Permission, Role
 from mlops.security.principal import Principal
 from mlops.security.ratelimit import RateLimiter
 
-api_key_scheme = APIKeyHeader(
-    name="X-API-Key", auto_error=False, scheme_name="ApiKey", description="An API key."
-)
-bearer_scheme = OAuth2PasswordBearer(
-    tokenUrl="/api/v1/auth/token",
-    auto_error=False,
-    scheme_name="OAuth2",
-    description="A JWT from POST /api/v1/auth/token.",
-)
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "An API key."},
+    "OAuth2": {
+        "type": "oauth2",
+        "description": "A JWT from POST /api/v1/auth/token.",
+        "flows": {"password": {"tokenUrl": "/api/v1/auth/token", "scopes": {}}},
+    },
+}
 
 _CACHE_SIZE = 10_000
 
@@ -93,11 +91,24 @@ async def count_anonymous_request(request: Request) -> None:
         request.state.rate_limit = await limiter.hit(f"ip:{client}", anonymous=True)
 
 
-async def get_principal(
-    request: Request,
-    api_key: Annotated[str | None, Security(api_key_scheme)] = None,
-    token: Annotated[str | None, Security(bearer_scheme)] = None,
-) -> Principal:
+def _bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+async def get_principal(request: Request) -> Principal:
+    """The caller, from ``X-API-Key`` or a bearer JWT.
+
+    Headers are read directly rather than through ``Security(...)`` sub-dependencies, which
+    FastAPI would solve on every request; the OpenAPI schema declares both schemes instead
+    (``SECURITY_SCHEMES``, applied in ``core/openapi.py``).
+    """
+    api_key = request.headers.get("x-api-key")
+    token = _bearer_token(request.headers.get("authorization"))
     state = request.app.state
     authenticator: Authenticator = state.authenticator
     limiter: RateLimiter | None = state.rate_limiter

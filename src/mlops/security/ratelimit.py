@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
@@ -36,6 +37,70 @@ class RateDecision:
             "RateLimit-Reset": str(self.reset_seconds),
             "RateLimit-Policy": f"{self.limit};w={self.window_seconds}",
         }
+
+
+class InProcessMovingWindow(MemoryStorage):
+    """The in-process moving window, at a cost that does not grow with traffic.
+
+    ``limits``' own memory storage inserts each hit at the front of a list and schedules an
+    expiry task per hit, so a busy key costs more the more requests its window holds. Here each
+    key keeps a deque of hit times, oldest first: hits append, expired times pop off the left.
+    One event loop runs every check, so no lock is needed between the check and the append.
+    """
+
+    _SWEEP_EVERY = 10_000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._windows: dict[str, tuple[int, deque[float]]] = {}
+        self._hits_since_sweep = 0
+
+    def _window(self, key: str, expiry: int, now: float) -> deque[float]:
+        entry = self._windows.get(key)
+        if entry is None:
+            window: deque[float] = deque()
+            self._windows[key] = (expiry, window)
+        else:
+            window = entry[1]
+        horizon = now - expiry
+        while window and window[0] <= horizon:
+            window.popleft()
+        return window
+
+    async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        now = time.time()
+        window = self._window(key, expiry, now)
+        if len(window) + amount > limit:
+            return False
+        window.extend([now] * amount)
+        self._hits_since_sweep += 1
+        if self._hits_since_sweep >= self._SWEEP_EVERY:
+            self._sweep(now)
+        return True
+
+    async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        now = time.time()
+        window = self._window(key, expiry, now)
+        return (window[0], len(window)) if window else (now, 0)
+
+    async def clear(self, key: str) -> None:
+        self._windows.pop(key, None)
+        await super().clear(key)
+
+    async def reset(self) -> int | None:
+        self._windows.clear()
+        return await super().reset()
+
+    def _sweep(self, now: float) -> None:
+        """Forget keys whose newest hit has left their window."""
+        self._hits_since_sweep = 0
+        idle = [
+            key
+            for key, (expiry, hits) in self._windows.items()
+            if not hits or hits[-1] <= now - expiry
+        ]
+        for key in idle:
+            del self._windows[key]
 
 
 def _redis_storage_uri(url: str) -> str:
@@ -76,7 +141,7 @@ class RateLimiter:
                 socket_connect_timeout=1.0,
             )
         else:
-            storage = MemoryStorage()
+            storage = InProcessMovingWindow()
         return cls(
             principal_limit=parse(settings.rate_limit),
             anonymous_limit=parse(settings.rate_limit_anonymous),
