@@ -1,4 +1,4 @@
-"""The application factory: wiring only. Each domain contributes its router here."""
+"""The application factory: wiring only. Domains come from `mlops.domains`."""
 
 from __future__ import annotations
 
