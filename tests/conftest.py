@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from mlops.app import create_app
+from mlops.core.database import Base
 from mlops.core.settings import Settings
 
 PG_HOST = os.environ.get("MLOPS_TEST_PG_HOST", "127.0.0.1")
@@ -140,11 +141,14 @@ def settings(settings_factory: Any) -> Settings:
 
 
 async def _reset_state(app: FastAPI) -> None:
+    """Empty every table (children first) but keep the bootstrap key the app just synced."""
     database = app.state.database
     async with database.engine.begin() as connection:
-        await connection.execute(text("DELETE FROM audit_log"))
-        await connection.execute(text("DELETE FROM users"))
-        await connection.execute(text("DELETE FROM api_keys WHERE NOT is_bootstrap"))
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name == "api_keys":
+                await connection.execute(text("DELETE FROM api_keys WHERE NOT is_bootstrap"))
+            else:
+                await connection.execute(table.delete())
 
 
 @asynccontextmanager

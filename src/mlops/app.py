@@ -20,6 +20,7 @@ from mlops.domains import domain_routers, domain_tags
 from mlops.observability.health import router as health_router
 from mlops.observability.logging import configure_logging
 from mlops.observability.middleware import ObservabilityMiddleware
+from mlops.pipelines.engine import PipelineEngine
 from mlops.security.audit import AuditLog, AuditMiddleware
 from mlops.security.auth import Authenticator
 from mlops.security.ratelimit import RateLimiter
@@ -61,6 +62,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.rate_limiter = limiter
     app.state.authenticator = Authenticator(database, settings)
     app.state.audit_log = AuditLog(database)
+    engine = PipelineEngine(database, settings)
+    app.state.pipeline_engine = engine
+    await engine.start()
     logger.info(
         "service started",
         extra={
@@ -72,6 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await engine.stop()
         await database.dispose()
 
 

@@ -8,6 +8,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
 from mlops.core.database import Base, Database
@@ -15,7 +16,17 @@ from mlops.core.migrations import alembic_config, current_revision, upgrade_data
 from mlops.domains import import_all_models
 from tests.conftest import admin_execute
 
-EXPECTED_TABLES = {"users", "api_keys", "audit_log", "alembic_version"}
+EXPECTED_TABLES = {
+    "users",
+    "api_keys",
+    "audit_log",
+    "pipelines",
+    "pipeline_versions",
+    "pipeline_runs",
+    "step_runs",
+    "alembic_version",
+}
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -55,7 +66,7 @@ def _downgrade_to_base(connection: Connection) -> None:
 
 async def test_upgrade_downgrade_upgrade(database: Database) -> None:
     await upgrade_database(database)
-    assert await current_revision(database) == "0001"
+    assert await current_revision(database) == HEAD
     async with database.engine.connect() as connection:
         assert await connection.run_sync(_tables) >= EXPECTED_TABLES
         assert await connection.run_sync(_diff) == []
@@ -70,4 +81,4 @@ async def test_upgrade_downgrade_upgrade(database: Database) -> None:
 
     await upgrade_database(database)
     await upgrade_database(database)  # idempotent
-    assert await current_revision(database) == "0001"
+    assert await current_revision(database) == HEAD

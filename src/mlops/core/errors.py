@@ -50,17 +50,40 @@ class Conflict(DomainError):
     slug = "conflict"
 
 
-class InvalidInput(DomainError):
-    """Input that is well-formed but breaks a rule; ``field`` names where."""
+_REQUEST_PARTS = frozenset({"body", "query", "path", "header", "cookie"})
+
+
+def field_error(
+    location: Sequence[str | int], message: str, kind: str | None = None
+) -> dict[str, Any]:
+    """One entry of a problem's ``errors``: where (``loc``), the field's dotted name, and what."""
+    parts = [str(part) for part in location]
+    named = parts[1:] if len(parts) > 1 and parts[0] in _REQUEST_PARTS else parts
+    entry: dict[str, Any] = {"loc": parts, "field": ".".join(named), "message": message}
+    if kind:
+        entry["type"] = kind
+    return entry
+
+
+class InvalidFields(DomainError):
+    """Input that is well-formed but breaks rules; each problem names its field."""
 
     slug = "validation-error"
 
+    def __init__(
+        self, problems: Sequence[tuple[Sequence[str | int], str]], detail: str | None = None
+    ) -> None:
+        errors = [field_error(location, message) for location, message in problems]
+        fields = ", ".join(error["field"] for error in errors)
+        super().__init__(detail or f"Invalid request: {fields}", errors=errors)
+
+
+class InvalidInput(InvalidFields):
+    """One invalid field."""
+
     def __init__(self, detail: str, *, field: str | Sequence[str | int]) -> None:
         location = [field] if isinstance(field, str) else list(field)
-        super().__init__(
-            detail,
-            errors=[{"loc": location, "field": ".".join(map(str, location)), "message": detail}],
-        )
+        super().__init__([(location, detail)], detail=detail)
 
 
 class Unauthenticated(DomainError):
@@ -89,7 +112,7 @@ class ServiceUnavailable(DomainError):
 ERROR_STATUS: dict[type[DomainError], int] = {
     NotFound: 404,
     Conflict: 409,
-    InvalidInput: 422,
+    InvalidFields: 422,
     Unauthenticated: 401,
     PermissionDenied: 403,
     RateLimited: 429,
@@ -149,18 +172,12 @@ def problem_response(
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    errors = []
-    for error in exc.errors():
-        location = [str(part) for part in error.get("loc", ())]
-        errors.append(
-            {
-                "loc": location,
-                "field": ".".join(location[1:]) if len(location) > 1 else ".".join(location),
-                "message": error.get("msg", "invalid"),
-                "type": error.get("type", "value_error"),
-            }
+    return [
+        field_error(
+            error.get("loc", ()), error.get("msg", "invalid"), error.get("type", "value_error")
         )
-    return errors
+        for error in exc.errors()
+    ]
 
 
 async def _domain_error_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     rate_limit_anonymous: str = "60/minute"
     rate_limit_fail_open: bool = True
 
+    pipeline_backend: str = "local"
+    local_workers: int = Field(default=2, ge=1, le=64)
+    artifact_root: str | None = Field(
+        default=None, description="Local folder or fsspec URI; default: data_dir/artifacts."
+    )
+
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     log_level: str = "INFO"
     log_json: bool = True
@@ -95,6 +101,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'mlops.db').as_posix()}"
+
+    @property
+    def effective_artifact_root(self) -> str:
+        return self.artifact_root or str((self.data_dir / "artifacts").resolve())
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,0 +1,93 @@
+"""Request and response bodies of the pipelines API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlops.pipelines.spec import PipelineSpec
+from mlops.pipelines.states import RunStatus, StepStatus
+
+
+class PipelineOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    description: str
+    latest_version: int
+    schedule: dict[str, Any] | None
+    schedule_paused: bool
+    next_fire_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PipelineApplied(PipelineOut):
+    version: int = Field(description="The version this definition is stored as.")
+    created: bool = Field(description="False when the definition equals the latest version.")
+
+
+class PipelineVersionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    version: int
+    digest: str
+    created_by: str
+    created_at: datetime
+    spec: PipelineSpec
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"params": {"min_rows": 200}}]}
+    )
+
+    params: dict[str, Any] = Field(default_factory=dict)
+    version: int | None = Field(default=None, ge=1, description="Default: the latest version.")
+
+
+class StepRunOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    type: str
+    status: StepStatus
+    attempts: int
+    max_attempts: int
+    depends_on: list[str]
+    started_at: datetime | None
+    finished_at: datetime | None
+    next_attempt_at: datetime | None
+    outputs: dict[str, Any] | None
+    error: str | None
+    cached_from: uuid.UUID | None
+
+
+class RunSummary(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    pipeline_name: str
+    version: int
+    backend: str
+    status: RunStatus
+    params: dict[str, Any]
+    trigger: str
+    created_by: str
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RunOut(RunSummary):
+    steps: list[StepRunOut]
+
+
+class ScheduleUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    paused: bool

@@ -1,0 +1,3 @@
+from mlops.steps.cli import main
+
+raise SystemExit(main())

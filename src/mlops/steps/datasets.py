@@ -1,0 +1,101 @@
+"""Reading and writing tabular datasets by URI.
+
+Supported: local paths and ``file://`` URIs (``.csv``, ``.parquet``), ``sklearn://NAME`` (the
+datasets bundled with scikit-learn, label column ``target``) and URIs of the artifact store.
+pandas and scikit-learn are imported on first use, so a step that needs neither starts fast.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops.steps.artifacts import ArtifactStore
+from mlops.steps.framework import StepError
+
+if TYPE_CHECKING:
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+
+SKLEARN_DATASETS = ("breast_cancer", "diabetes", "digits", "iris", "wine")
+FORMATS = (".csv", ".parquet")
+SCHEMES = ("a local path", "file://", "sklearn://", "the artifact store's URIs")
+_PARQUET_MAGIC = b"PAR1"
+
+
+def _supported() -> str:
+    return (
+        f"supported: {', '.join(SCHEMES)} (for files: {', '.join(FORMATS)}); "
+        f"sklearn datasets: {', '.join(SKLEARN_DATASETS)}"
+    )
+
+
+def load_dataset(uri: str, artifacts: ArtifactStore | None = None) -> pd.DataFrame:
+    """The dataset at ``uri`` as a DataFrame; StepError with a readable message otherwise."""
+    if not isinstance(uri, str) or not uri:
+        raise StepError(f"dataset URI must be a non-empty string; {_supported()}")
+    if artifacts is not None and artifacts.owns(uri):
+        return _load_artifact(uri, artifacts)
+    if uri.startswith("sklearn://"):
+        return _load_sklearn(uri[len("sklearn://") :])
+    if uri.startswith("file://"):
+        return _load_file(Path(uri[len("file://") :]), uri)
+    if "://" in uri:
+        scheme = uri.split("://", 1)[0]
+        raise StepError(f"unsupported dataset URI scheme {scheme!r} in {uri!r}; {_supported()}")
+    return _load_file(Path(uri), uri)
+
+
+def save_dataset(df: pd.DataFrame, uri: str, artifacts: ArtifactStore) -> str:
+    """Write ``df`` as parquet to the artifact ``uri``; return the URI."""
+    buffer = io.BytesIO()
+    df.to_parquet(buffer, index=False)
+    return artifacts.put_bytes(uri, buffer.getvalue())
+
+
+def _read(handle: Any, kind: str, where: str) -> pd.DataFrame:
+    import pandas as pd
+
+    try:
+        if kind == ".csv":
+            return pd.read_csv(handle)
+        return pd.read_parquet(handle)
+    except Exception as exc:  # any parser error is the same failure: not a readable dataset
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StepError(f"cannot read {kind[1:]} dataset {where}: {reason}") from exc
+
+
+def _load_file(path: Path, uri: str) -> pd.DataFrame:
+    kind = path.suffix.lower()
+    if kind not in FORMATS:
+        raise StepError(
+            f"unsupported dataset file format {path.suffix or '(none)'!r} for {uri!r}; "
+            f"supported formats: {', '.join(FORMATS)}"
+        )
+    if not path.is_file():
+        raise StepError(f"dataset file not found: {path}")
+    return _read(path, kind, str(path))
+
+
+def _load_artifact(uri: str, artifacts: ArtifactStore) -> pd.DataFrame:
+    if not artifacts.exists(uri):
+        raise StepError(f"dataset artifact not found: {uri}")
+    with artifacts.open(uri, "rb") as handle:
+        data = handle.read()
+    kind = ".csv" if uri.lower().endswith(".csv") else ".parquet"
+    if kind == ".parquet" and not data.startswith(_PARQUET_MAGIC):
+        kind = ".csv"  # an artifact without a parquet header: try it as CSV
+    return _read(io.BytesIO(data), kind, uri)
+
+
+def _load_sklearn(name: str) -> pd.DataFrame:
+    if name not in SKLEARN_DATASETS:
+        raise StepError(
+            f"unknown sklearn dataset {name!r}; available: {', '.join(SKLEARN_DATASETS)}"
+        )
+    from sklearn import datasets  # type: ignore[import-untyped,unused-ignore]
+
+    loader = getattr(datasets, f"load_{name}")
+    frame = loader(as_frame=True).frame.copy()
+    frame.columns = [str(column) for column in frame.columns]
+    return frame
