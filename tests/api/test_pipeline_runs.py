@@ -85,6 +85,16 @@ async def test_example_runs_and_the_second_run_hits_the_cache(client: httpx.Asyn
     ).json()
     assert listed["total"] == 2
 
+    metrics = (await client.get("/metrics")).text
+    assert (
+        'mlops_pipeline_runs_total{pipeline="breast-cancer-training",status="succeeded"}' in metrics
+    )
+    assert (
+        'mlops_pipeline_step_duration_seconds_count{status="succeeded",step_type="feature_engineering"}'
+        in metrics
+    )
+    assert "mlops_pipeline_active_runs" in metrics and "mlops_pipeline_step_queue_depth" in metrics
+
 
 async def test_run_parameters_are_checked(client: httpx.AsyncClient) -> None:
     await apply(client, EXAMPLE)

@@ -3,41 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import BOOTSTRAP_KEY, JWT_SECRET, flush_redis, free_port, run_blocking
+from tests.conftest import BOOTSTRAP_KEY, flush_redis, free_port, run_blocking
+from tests.processes import service_env, start_service, stop_service
 
 LIMIT = 20
-
-
-def start_service(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mlops", "serve", "--port", str(port)],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def wait_healthy(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"service on {port} exited: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    pytest.fail(f"service on {port} did not become healthy: {log.read_text()[-3000:]}")
 
 
 @pytest.fixture
@@ -50,32 +25,22 @@ def two_services(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[
         "DELETE FROM audit_log; END IF; END $$",
         database,
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-    env.update(
+    env = service_env(
+        tmp_path / "data",
         MLOPS_DATABASE_URL=postgres_url,
         MLOPS_REDIS_URL=redis_url,
-        MLOPS_JWT_SECRET=JWT_SECRET,
-        MLOPS_BOOTSTRAP_ADMIN_KEY=BOOTSTRAP_KEY,
         MLOPS_RATE_LIMIT=f"{LIMIT}/minute",
-        MLOPS_DATA_DIR=str(tmp_path / "data"),
     )
     ports = [free_port(), free_port()]
     processes = []
     try:
         for index, port in enumerate(ports):
             log = tmp_path / f"service-{index}.log"
-            process = start_service(env, port, log)
-            processes.append(process)
-            wait_healthy(port, process, log)
+            processes.append(start_service(env, port, log))
         yield ports
     finally:
         for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_service(process)
 
 
 async def test_replicas_share_one_budget(two_services: list[int]) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import typer
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+_STREAM_TIMEOUT = httpx.Timeout(30.0, read=None)  # a followed log may be quiet for long
+FAILURE = 1
+USAGE_ERROR = 2
 
 
 class ApiClient:
@@ -26,11 +30,27 @@ class ApiClient:
             )
         except httpx.HTTPError as exc:
             typer.secho(f"cannot reach {self.base_url}: {exc}", fg="red", err=True)
-            raise typer.Exit(2) from exc
+            raise typer.Exit(FAILURE) from exc
         if response.status_code >= 400:
             typer.secho(describe_problem(response), fg="red", err=True)
-            raise typer.Exit(1)
+            # A request the service refuses as invalid is a usage error of the command.
+            raise typer.Exit(USAGE_ERROR if response.status_code in (400, 422) else FAILURE)
         return response.json() if response.content else None
+
+    def stream_text(self, path: str, **kwargs: Any) -> Iterator[str]:
+        headers = {"X-API-Key": self.api_key} if self.api_key else {}
+        try:
+            with httpx.stream(
+                "GET", f"{self.base_url}{path}", headers=headers, timeout=_STREAM_TIMEOUT, **kwargs
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    typer.secho(describe_problem(response), fg="red", err=True)
+                    raise typer.Exit(FAILURE)
+                yield from response.iter_text()
+        except httpx.HTTPError as exc:
+            typer.secho(f"cannot reach {self.base_url}: {exc}", fg="red", err=True)
+            raise typer.Exit(FAILURE) from exc
 
 
 def describe_problem(response: httpx.Response) -> str:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlops.cli.client import ApiClient
+from mlops.cli.pipelines import pipelines_app, runs_app
 from mlops.security.credentials import MIN_PASSWORD_LENGTH
 from mlops.security.permissions import Role
 
@@ -25,6 +26,8 @@ audit_app = typer.Typer(no_args_is_help=True, help="The audit log.")
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 app.add_typer(audit_app, name="audit")
+app.add_typer(pipelines_app, name="pipelines")
+app.add_typer(runs_app, name="runs")
 
 
 def checked_settings() -> Settings:

@@ -26,7 +26,12 @@ from mlops.core.database import Database
 from mlops.core.leadership import Leadership
 from mlops.core.settings import Settings
 from mlops.pipelines.caching import cache_key_for
-from mlops.pipelines.metrics import record_run_finished, record_step_finished
+from mlops.pipelines.metrics import (
+    ACTIVE_RUNS,
+    STEP_QUEUE_DEPTH,
+    record_run_finished,
+    record_step_finished,
+)
 from mlops.pipelines.models import Pipeline, PipelineRun, StepRun
 from mlops.pipelines.schedule import next_fire_time
 from mlops.pipelines.spec import resolve_templates
@@ -150,7 +155,10 @@ class PipelineEngine:
                     PipelineRun.status.in_([RunStatus.QUEUED, RunStatus.RUNNING])
                 )
             )
-            self.dirty.update(active.all())
+            active_ids = active.all()
+            self.dirty.update(active_ids)
+            ACTIVE_RUNS.set(len(active_ids))
+            STEP_QUEUE_DEPTH.set(self.queue_depth())
             stale = await self._stale_inflight(session)
         for task_id in stale:
             await self._cancel_task(task_id)
