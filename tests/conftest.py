@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
 
 from mlops.app import create_app
-from mlops.core.database import Base
+from mlops.core.database import Base, create_database
+from mlops.core.migrations import upgrade_database
 from mlops.core.settings import Settings
 
 PG_HOST = os.environ.get("MLOPS_TEST_PG_HOST", "127.0.0.1")
@@ -140,15 +140,16 @@ def settings(settings_factory: Any) -> Settings:
     return settings_factory()
 
 
-async def _reset_state(app: FastAPI) -> None:
-    """Empty every table (children first) but keep the bootstrap key the app just synced."""
-    database = app.state.database
-    async with database.engine.begin() as connection:
-        for table in reversed(Base.metadata.sorted_tables):
-            if table.name == "api_keys":
-                await connection.execute(text("DELETE FROM api_keys WHERE NOT is_bootstrap"))
-            else:
+async def _reset_state(settings: Settings) -> None:
+    """Empty every table (children first) before the app, and so its engine, starts."""
+    database = create_database(settings)
+    try:
+        await upgrade_database(database)
+        async with database.engine.begin() as connection:
+            for table in reversed(Base.metadata.sorted_tables):
                 await connection.execute(table.delete())
+    finally:
+        await database.dispose()
 
 
 @asynccontextmanager
@@ -156,9 +157,9 @@ async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
     """The app with its lifespan running, on a clean database and rate-limit store."""
     if settings.redis_dsn:
         flush_redis(settings.redis_dsn)
+    await _reset_state(settings)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        await _reset_state(app)
         yield app
 
 

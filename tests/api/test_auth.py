@@ -10,6 +10,7 @@ import jwt
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
+from mlops.app import create_app
 from mlops.security.models import ApiKey, User
 from tests.conftest import ADMIN, JWT_SECRET, client_for, create_key, running_app
 
@@ -200,8 +201,8 @@ async def test_role_permissions_gate_key_management(client: httpx.AsyncClient) -
 async def test_unsetting_the_bootstrap_key_revokes_it(settings_factory: Any) -> None:
     async with running_app(settings_factory()) as app, client_for(app) as client:
         assert (await client.get("/api/v1/auth/me", headers=ADMIN)).status_code == 200
-    without_key = settings_factory(bootstrap_admin_key=None)
-    async with running_app(without_key) as app, client_for(app) as client:
+    without_key = create_app(settings_factory(bootstrap_admin_key=None))  # no reset: same rows
+    async with without_key.router.lifespan_context(without_key), client_for(without_key) as client:
         assert (await client.get("/api/v1/auth/me", headers=ADMIN)).status_code == 401
     async with running_app(settings_factory()) as app, client_for(app) as client:
         assert (await client.get("/api/v1/auth/me", headers=ADMIN)).status_code == 200

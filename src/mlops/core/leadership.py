@@ -30,10 +30,16 @@ class Leadership:
         if self._connection is not None:
             return True
         connection = await self.database.engine.connect()
-        acquired = await connection.scalar(
-            text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}
-        )
-        await connection.commit()
+        try:
+            acquired = await connection.scalar(
+                text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}
+            )
+            await connection.commit()
+        except BaseException:
+            # Cancelled (or failed) after the server may have granted the lock: end the session,
+            # which drops the lock, rather than leaving it held by a connection nobody owns.
+            await asyncio.shield(_discard(connection))
+            raise
         if acquired:
             self._connection = connection
             return True
@@ -54,5 +60,11 @@ class Leadership:
             await connection.close()
         except Exception:
             # Closing the DBAPI connection for good ends the session, and its locks with it.
-            with contextlib.suppress(Exception):
-                await connection.invalidate()
+            await _discard(connection)
+
+
+async def _discard(connection: AsyncConnection) -> None:
+    with contextlib.suppress(Exception):
+        await connection.invalidate()
+    with contextlib.suppress(Exception):
+        await connection.close()

@@ -78,7 +78,13 @@ class PipelineEngine:
     async def _lead(self) -> None:
         await self.leadership.wait()
         logger.info("this process runs the pipeline engine")
-        await self.recover()
+        while True:  # the engine must not die with its first pass: retry until recovery holds
+            try:
+                await self.recover()
+                break
+            except Exception:
+                logger.exception("recovering interrupted attempts failed; retrying")
+                await asyncio.sleep(1)
         await self._loop()
 
     def notify(self, run_id: uuid.UUID | None = None) -> None:
