@@ -15,6 +15,7 @@ from mlops.core.pagination import Page, PageDep, paginate
 from mlops.core.settings import SettingsDep
 from mlops.pipelines.engine import PipelineEngine
 from mlops.pipelines.logs import follow_log, read_log
+from mlops.pipelines.models import PipelineRun, StepRun
 from mlops.pipelines.schemas import (
     PipelineApplied,
     PipelineOut,
@@ -51,6 +52,13 @@ def _engine(request: Request) -> PipelineEngine:
     return engine
 
 
+def _run_out(run: PipelineRun, steps: list[StepRun]) -> RunOut:
+    return RunOut(
+        **RunSummary.model_validate(run).model_dump(),
+        steps=[StepRunOut.model_validate(step) for step in steps],
+    )
+
+
 # Run routes come first: "/runs" must not be taken for a pipeline called "runs".
 
 
@@ -76,10 +84,7 @@ async def list_runs(
 )
 async def get_run(run_id: uuid.UUID, _: Read, service: ServiceDep) -> RunOut:
     run, steps = await service.run(run_id)
-    return RunOut(
-        **RunSummary.model_validate(run).model_dump(),
-        steps=[StepRunOut.model_validate(step) for step in steps],
-    )
+    return _run_out(run, steps)
 
 
 @router.post(
@@ -228,10 +233,7 @@ async def create_run(
     )
     tasks.add_task(_engine(request).notify, run.id)
     _, steps = await service.run(run.id)
-    return RunOut(
-        **RunSummary.model_validate(run).model_dump(),
-        steps=[StepRunOut.model_validate(step) for step in steps],
-    )
+    return _run_out(run, steps)
 
 
 ROUTERS = [router]
