@@ -221,3 +221,20 @@ async def test_parallel_branches_and_logs(client: httpx.AsyncClient, tmp_path: P
     assert followed.status_code == 200 and followed.text == logs.text
     missing = await client.get(f"/api/v1/pipelines/runs/{run['id']}/steps/nope/logs", headers=ADMIN)
     assert missing.status_code == 404
+
+
+async def test_steps_wait_pending_for_a_free_worker(client: httpx.AsyncClient) -> None:
+    branches = [python_step(f"b{i}", "sleep", kwargs={"seconds": 0.6}) for i in range(5)]
+    await apply(client, {"name": "wide", "steps": branches})
+    run_id = (await start(client, "wide"))["id"]
+    most_running = 0
+    while True:
+        run = (await client.get(f"/api/v1/pipelines/runs/{run_id}", headers=ADMIN)).json()
+        statuses = [step["status"] for step in run["steps"]]
+        most_running = max(most_running, statuses.count("running"))
+        if run["status"] in FINAL:
+            break
+        await asyncio.sleep(0.05)
+    assert run["status"] == "succeeded"
+    assert most_running == 2  # MLOPS_LOCAL_WORKERS: the rest waited as pending, not running
+    assert all(step["attempts"] == 1 for step in run["steps"])

@@ -76,3 +76,9 @@ class OrchestratorBackend(Protocol):
 
     def queue_depth(self) -> int:
         """Accepted attempts that have not started yet."""
+
+    def free_slots(self) -> int | None:
+        """How many more attempts would start at once; None when the backend has no limit.
+
+        The engine launches no more than this, so a step is only marked running when it
+        really starts, and what waits for capacity stays pending in the database."""

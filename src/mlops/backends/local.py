@@ -63,6 +63,10 @@ class LocalBackend:
     def queue_depth(self) -> int:
         return self.queue.qsize()
 
+    def free_slots(self) -> int:
+        busy = sum(1 for slot in self.slots if slot.task_id is not None)
+        return max(0, self.size - busy - self.queue.qsize())
+
     async def _spawn(self) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
             sys.executable,
@@ -98,6 +102,7 @@ class LocalBackend:
             if task.task_id in self.cancelled:
                 self.cancelled.discard(task.task_id)
                 continue
+            slot.task_id = task.task_id  # busy from the moment it leaves the queue
             try:
                 result = await self._run(slot, task)
             except Exception as exc:  # never lose a slot: report the attempt as failed

@@ -53,6 +53,7 @@ class PipelineEngine:
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.inflight: dict[str, str] = {}  # task id -> backend name
+        self.waiting: set[uuid.UUID] = set()  # runs with ready steps but no free slot
         self.leadership = Leadership(database)
         self.artifact_root = settings.effective_artifact_root
         self.logs_dir = Path(settings.data_dir) / "logs"
@@ -189,6 +190,8 @@ class PipelineEngine:
         backend_name = self.inflight.pop(task_id, None)
         if backend_name is not None:
             await (await self.backend(backend_name)).cancel(task_id)
+            self.dirty |= self.waiting  # its slot is free again
+            self.waiting.clear()
 
     async def _fire_schedules(self, session: AsyncSession, now: datetime) -> None:
         from mlops.pipelines.service import PipelineService
@@ -228,6 +231,8 @@ class PipelineEngine:
             run_id = await self._apply_result(result)
             if run_id is not None:
                 self.dirty.add(run_id)
+            self.dirty |= self.waiting  # a slot is free again
+            self.waiting.clear()
 
     async def _apply_result(self, result: StepResult) -> uuid.UUID | None:
         self.inflight.pop(result.task_id, None)
@@ -266,6 +271,7 @@ class PipelineEngine:
             run = await session.get(PipelineRun, run_id)
             if run is None:
                 return
+            slots = (await self.backend(run.backend)).free_slots()
             steps = (
                 await session.scalars(
                     select(StepRun).where(StepRun.run_id == run_id).order_by(StepRun.position)
@@ -279,7 +285,7 @@ class PipelineEngine:
                 if run.status == RunStatus.QUEUED:
                     run.status = RunStatus.RUNNING
                     run.started_at = now
-                launches = await self._start_ready(session, run, list(steps), now)
+                launches = await self._start_ready(session, run, list(steps), now, slots)
                 self._finish_if_done(run, list(steps), now)
         if cancelled_run:
             prefixes = tuple(f"{step.id}:" for step in steps)
@@ -302,7 +308,12 @@ class PipelineEngine:
                 step.status, step.finished_at, step.error = StepStatus.SKIPPED, now, "run cancelled"
 
     async def _start_ready(
-        self, session: AsyncSession, run: PipelineRun, steps: list[StepRun], now: datetime
+        self,
+        session: AsyncSession,
+        run: PipelineRun,
+        steps: list[StepRun],
+        now: datetime,
+        slots: int | None,
     ) -> list[tuple[str, StepTask]]:
         by_name = {step.name: step for step in steps}
         launches: list[tuple[str, StepTask]] = []
@@ -323,10 +334,13 @@ class PipelineEngine:
                     continue
                 if step.next_attempt_at is not None and step.next_attempt_at > now:
                     continue
-                task = await self._prepare(session, run, step, by_name, now)
-                progressed = progressed or step.status != StepStatus.RUNNING
+                can_launch = slots is None or len(launches) < slots
+                task = await self._prepare(session, run, step, by_name, now, can_launch)
+                progressed = progressed or step.status in (StepStatus.CACHED, StepStatus.FAILED)
                 if task is not None:
                     launches.append((run.backend, task))
+                elif step.status == StepStatus.PENDING:
+                    self.waiting.add(run.id)
         return launches
 
     async def _prepare(
@@ -336,7 +350,9 @@ class PipelineEngine:
         step: StepRun,
         by_name: dict[str, StepRun],
         now: datetime,
+        can_launch: bool,
     ) -> StepTask | None:
+        """Complete ``step`` from the cache, or make its next attempt if a slot is free."""
         outputs = {name: s.outputs or {} for name, s in by_name.items() if s.status in DONE_STEP}
         try:
             params: dict[str, Any] = resolve_templates(step.params, run.params, outputs)
@@ -360,6 +376,8 @@ class PipelineEngine:
                 step.outputs, step.digests, step.cached_from = hit.outputs, hit.digests, hit.id
                 step.error = None
                 return None
+        if not can_launch:
+            return None
         step.status = StepStatus.RUNNING
         step.attempts += 1
         step.started_at = now
