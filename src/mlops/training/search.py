@@ -1,0 +1,97 @@
+"""One hyperparameter search: an Optuna study whose trials cross-validate one configuration.
+
+Each fold's running mean is reported as an intermediate value, so the pruner can stop a poor
+configuration after its first folds instead of paying for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import optuna
+from sklearn.base import clone
+from sklearn.metrics import get_scorer, get_scorer_names
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+
+from mlops.training.catalogue import CatalogueError, EstimatorSpec, Task
+from mlops.training.space import SearchSpace
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Cross-validation with ``cv_folds`` folds, or one ``holdout`` split (a fraction)."""
+
+    cv_folds: int | None = 5
+    holdout: float | None = None
+    seed: int = 42
+
+
+def check_metric(metric: str) -> None:
+    if metric not in get_scorer_names():
+        raise CatalogueError("metric", f"unknown metric {metric!r}; e.g. accuracy, roc_auc, f1, r2")
+
+
+def _splits(task: Task, validation: Validation, x: Any, y: Any) -> list[tuple[Any, Any]]:
+    indices = np.arange(len(y))
+    if validation.holdout:
+        stratify = y if task is Task.CLASSIFICATION else None
+        train, test = train_test_split(
+            indices, test_size=validation.holdout, random_state=validation.seed, stratify=stratify
+        )
+        return [(train, test)]
+    folds = validation.cv_folds or 5
+    splitter = (
+        StratifiedKFold(folds, shuffle=True, random_state=validation.seed)
+        if task is Task.CLASSIFICATION
+        else KFold(folds, shuffle=True, random_state=validation.seed)
+    )
+    return list(splitter.split(x, y))
+
+
+def make_objective(
+    spec: EstimatorSpec,
+    task: Task,
+    space: SearchSpace,
+    x: Any,
+    y: Any,
+    metric: str,
+    validation: Validation,
+) -> Callable[[optuna.Trial], float]:
+    scorer = get_scorer(metric)
+    splits = _splits(task, validation, x, y)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = space.suggest(trial)
+        template = spec.build(task, params)
+        scores: list[float] = []
+        for fold, (train, test) in enumerate(splits):
+            model = clone(template)
+            model.fit(_rows(x, train), _rows(y, train))
+            scores.append(float(scorer(model, _rows(x, test), _rows(y, test))))
+            trial.report(float(np.mean(scores)), fold)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return float(np.mean(scores))
+
+    return objective
+
+
+def _rows(data: Any, index: Any) -> Any:
+    return data.iloc[index] if hasattr(data, "iloc") else data[index]
+
+
+def make_sampler(kind: Literal["tpe", "random"], seed: int | None) -> optuna.samplers.BaseSampler:
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def make_pruner(kind: Literal["median", "hyperband", "none"]) -> optuna.pruners.BasePruner:
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    if kind == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
