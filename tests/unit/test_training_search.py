@@ -101,6 +101,8 @@ def test_a_seeded_study_is_reproducible_and_reports_every_fold() -> None:
         return study
 
     first, second = search(), search()
+    assert [t.params for t in first.trials] == [t.params for t in second.trials]
+    assert [t.value for t in first.trials] == [t.value for t in second.trials]
     assert first.best_params == second.best_params
     assert 10 <= first.best_params["n_estimators"] <= 30
     assert first.best_value > 0.85
@@ -120,6 +122,14 @@ def test_pruning_stops_poor_configurations_early() -> None:
     assert optuna.trial.TrialState.PRUNED in states
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert all(len(t.intermediate_values) < 5 for t in pruned)
+
+
+def test_estimators_are_seeded_when_they_take_a_random_state() -> None:
+    spec, _ = resolve("random_forest", Task.CLASSIFICATION, None)
+    assert spec.build(Task.CLASSIFICATION, {}, seed=5).random_state == 5
+    assert spec.build(Task.CLASSIFICATION, {"random_state": 9}, seed=5).random_state == 9
+    knn, _ = resolve("k_nearest_neighbours", Task.CLASSIFICATION, None)
+    knn.build(Task.CLASSIFICATION, {}, seed=5)  # takes no random_state: nothing added
 
 
 def test_holdout_validation_uses_one_split() -> None:

@@ -32,8 +32,14 @@ class EstimatorSpec:
     def parameter_names(self, task: Task) -> set[str]:
         return set(self.estimator_class(task)().get_params(deep=False))
 
-    def build(self, task: Task, params: dict[str, Any]) -> Any:
-        estimator = self.estimator_class(task)(**{**self.fixed, **params})
+    def build(self, task: Task, params: dict[str, Any], seed: int | None = None) -> Any:
+        """The estimator with ``params``; seeded when it takes a ``random_state``, so that the
+        same job on the same data gives the same scores."""
+        values = {**self.fixed, **params}
+        seedable = "random_state" in self.parameter_names(task)
+        if seed is not None and seedable and "random_state" not in values:
+            values["random_state"] = seed
+        estimator = self.estimator_class(task)(**values)
         if not self.scale_inputs:
             return estimator
         from sklearn.pipeline import make_pipeline

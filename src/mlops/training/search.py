@@ -65,7 +65,7 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> float:
         params = space.suggest(trial)
-        template = spec.build(task, params)
+        template = spec.build(task, params, seed=validation.seed)
         scores: list[float] = []
         for fold, (train, test) in enumerate(splits):
             model = clone(template)
