@@ -34,7 +34,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import get_dependant
 from fastapi.routing import APIRoute
 
-from bench.common import ROOT
+from bench.common import ROOT, stop_process
 from bench.http_load import build_request
 from mlops.app import create_app
 from mlops.core.database import create_database
@@ -163,12 +163,7 @@ class Server:
         tb: TracebackType | None,
     ) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop_process(self._process)
             self._process = None
         if self._log is not None:
             self._log.close()

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,13 @@ def write_markdown() -> Path:
     DOC_PATH.parent.mkdir(parents=True, exist_ok=True)
     DOC_PATH.write_text(render_markdown(load_results()))
     return DOC_PATH
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

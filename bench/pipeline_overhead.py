@@ -38,7 +38,15 @@ from bench.api_overhead import (
     Store,
     postgres_redis_store,
 )
-from bench.common import ROOT, Record, machine_info, median, utc_now, write_results
+from bench.common import (
+    ROOT,
+    Record,
+    machine_info,
+    median,
+    stop_process,
+    utc_now,
+    write_results,
+)
 
 LOCAL_WORKERS = 2
 CHAIN_STEPS = 10
@@ -278,12 +286,7 @@ class Service:
         tb: TracebackType | None,
     ) -> None:
         if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, STOP_TIMEOUT_SECONDS)
         if self.sampler is not None:
             self.sampler.stop()
             self._reap_workers(self.sampler.seen - {self.process.pid if self.process else -1})

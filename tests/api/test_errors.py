@@ -9,6 +9,7 @@ import pytest
 from fastapi import FastAPI
 
 from mlops.core.settings import Settings
+from mlops.observability.logging import JsonFormatter
 from tests.conftest import ADMIN, client_for, running_app
 
 PROBLEM = "application/problem+json"
@@ -94,3 +95,7 @@ async def test_unhandled_error_is_a_500_without_internals(
     assert body["request_id"] == "trace-me-42"
     assert "hunter2" not in response.text and "RuntimeError" not in response.text
     assert "Traceback" not in response.text
+    logged = [r for r in caplog.records if r.exc_info and r.name == "mlops.access"]
+    assert logged, "the crash must be logged with its traceback"
+    line = JsonFormatter().format(logged[0])
+    assert "RuntimeError" in line and "trace-me-42" in line and "hunter2" not in line

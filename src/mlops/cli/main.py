@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import TYPE_CHECKING, Annotated
 
@@ -152,5 +151,4 @@ def whoami() -> None:
 @app.command()
 def status() -> None:
     """Show the service's readiness (no credentials needed)."""
-    client = ApiClient(api_key=os.environ.get("MLOPS_API_KEY"))
-    typer.echo(json.dumps(client.request("GET", "/ready"), indent=2))
+    typer.echo(json.dumps(ApiClient().request("GET", "/ready"), indent=2))

@@ -6,7 +6,6 @@ answers with is ``application/problem+json`` (RFC 9457).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -20,8 +19,6 @@ from mlops.observability.context import current_request_id
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "urn:mlops:problem:"
-
-logger = logging.getLogger("mlops.errors")
 
 
 class DomainError(Exception):
@@ -225,13 +222,7 @@ def internal_error_response() -> JSONResponse:
     )
 
 
-async def _unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return internal_error_response()
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
-    app.add_exception_handler(Exception, _unhandled_error_handler)

@@ -48,9 +48,6 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact(record.getMessage()),
         }
-        request_id = current_request_id()
-        if request_id:
-            entry["request_id"] = request_id
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = redact(value) if isinstance(value, str) else value
@@ -62,11 +59,25 @@ class JsonFormatter(logging.Formatter):
 class RedactingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = redact(super().format(record))
-        request_id = current_request_id()
+        request_id = getattr(record, "request_id", None)
         return f"{line} [request_id={request_id}]" if request_id else line
 
 
+_base_factory = logging.getLogRecordFactory()
+
+
+def _record_with_request_id(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    """Every record carries the request id of the moment it was made, not of when it is
+    formatted (a queued or deferred handler formats later, outside the request)."""
+    record = _base_factory(*args, **kwargs)
+    request_id = current_request_id()
+    if request_id:
+        record.request_id = request_id
+    return record
+
+
 def configure_logging(level: str = "INFO", *, json_format: bool = True) -> None:
+    logging.setLogRecordFactory(_record_with_request_id)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter()

@@ -14,7 +14,7 @@ from mlops.core.errors import InvalidFields
 from mlops.core.pagination import Page, PageDep, paginate
 from mlops.core.settings import SettingsDep
 from mlops.pipelines.engine import PipelineEngine
-from mlops.pipelines.logs import follow_log, read_log
+from mlops.pipelines.logs import follow_log, read_log, step_log_path
 from mlops.pipelines.models import PipelineRun, StepRun
 from mlops.pipelines.schemas import (
     PipelineApplied,
@@ -120,7 +120,7 @@ async def step_logs(
 ) -> Response:
     step_run = await service.step(run_id, step)
     chosen = attempt or max(step_run.attempts, 1)
-    path = settings.data_dir / "logs" / str(run_id) / f"{step}.{chosen}.log"
+    path = step_log_path(settings.data_dir, run_id, step, chosen)
     if not follow:
         return PlainTextResponse(read_log(path, tail))
     database = request.app.state.database

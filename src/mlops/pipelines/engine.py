@@ -26,6 +26,7 @@ from mlops.core.database import Database
 from mlops.core.leadership import Leadership
 from mlops.core.settings import Settings
 from mlops.pipelines.caching import cache_key_for
+from mlops.pipelines.logs import step_log_path
 from mlops.pipelines.metrics import (
     ACTIVE_RUNS,
     STEP_QUEUE_DEPTH,
@@ -34,8 +35,8 @@ from mlops.pipelines.metrics import (
 )
 from mlops.pipelines.models import Pipeline, PipelineRun, StepRun
 from mlops.pipelines.schedule import next_fire_time
-from mlops.pipelines.spec import resolve_templates
-from mlops.pipelines.states import DONE_STEP, FINAL_STEP, RunStatus, StepStatus
+from mlops.pipelines.spec import RetryPolicy, resolve_templates
+from mlops.pipelines.states import DONE_STEP, FINAL_STEP, RunStatus, StepStatus, settle_cancelled
 
 logger = logging.getLogger("mlops.pipelines.engine")
 FULL_SCAN_SECONDS = 1.0
@@ -56,7 +57,6 @@ class PipelineEngine:
         self.waiting: set[uuid.UUID] = set()  # runs with ready steps but no free slot
         self.leadership = Leadership(database)
         self.artifact_root = settings.effective_artifact_root
-        self.logs_dir = Path(settings.data_dir) / "logs"
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._lead(), name="pipeline-engine")
@@ -249,9 +249,12 @@ class PipelineEngine:
                 step.error = None
                 step.finished_at = now
             elif step.attempts < step.max_attempts:
-                delay = min(
-                    step.backoff_seconds * 2 ** (step.attempts - 1), step.max_backoff_seconds
+                policy = RetryPolicy(
+                    max=step.max_attempts - 1,
+                    backoff_seconds=step.backoff_seconds,
+                    max_backoff_seconds=step.max_backoff_seconds,
                 )
+                delay = policy.delay(step.attempts)
                 step.status = StepStatus.PENDING
                 step.next_attempt_at = now + timedelta(seconds=delay)
                 step.error = f"attempt {step.attempts} failed: {result.error}"
@@ -280,7 +283,7 @@ class PipelineEngine:
             now = datetime.now(UTC)
             if run.status == RunStatus.CANCELLED:
                 cancelled_run = True
-                self._settle_cancelled(list(steps), now)
+                settle_cancelled(list(steps), now)
             elif run.status in (RunStatus.QUEUED, RunStatus.RUNNING):
                 if run.status == RunStatus.QUEUED:
                     run.status = RunStatus.RUNNING
@@ -294,18 +297,6 @@ class PipelineEngine:
         for backend_name, task in launches:
             self.inflight[task.task_id] = backend_name
             await (await self.backend(backend_name)).launch(task)
-
-    @staticmethod
-    def _settle_cancelled(steps: list[StepRun], now: datetime) -> None:
-        for step in steps:
-            if step.status == StepStatus.RUNNING:
-                step.status, step.finished_at, step.error = (
-                    StepStatus.CANCELLED,
-                    now,
-                    "run cancelled",
-                )
-            elif step.status == StepStatus.PENDING:
-                step.status, step.finished_at, step.error = StepStatus.SKIPPED, now, "run cancelled"
 
     async def _start_ready(
         self,
@@ -382,7 +373,7 @@ class PipelineEngine:
         step.attempts += 1
         step.started_at = now
         step.next_attempt_at = None
-        log_path = self.logs_dir / str(run.id) / f"{step.name}.{step.attempts}.log"
+        log_path = step_log_path(self.settings.data_dir, run.id, step.name, step.attempts)
         return StepTask(
             task_id=f"{step.id}:{step.attempts}",
             run_id=str(run.id),

@@ -15,6 +15,11 @@ from mlops.pipelines.states import FINAL_STEP, StepStatus
 FOLLOW_POLL_SECONDS = 0.25
 
 
+def step_log_path(data_dir: Path, run_id: uuid.UUID | str, step: str, attempt: int) -> Path:
+    """Where the log of one step attempt is written (by the backend) and read (by the API)."""
+    return Path(data_dir) / "logs" / str(run_id) / f"{step}.{attempt}.log"
+
+
 def read_log(path: Path, tail: int) -> str:
     try:
         with path.open(encoding="utf-8", errors="replace") as handle:

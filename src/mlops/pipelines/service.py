@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +26,7 @@ from mlops.pipelines.spec import (
     is_whole_template,
     templates_in,
 )
-from mlops.pipelines.states import FINAL_RUN, RunStatus, StepStatus
+from mlops.pipelines.states import FINAL_RUN, RunStatus, StepStatus, settle_cancelled
 from mlops.pipelines.validation import validate_pipeline
 from mlops.steps.framework import get_step_type
 
@@ -222,23 +222,14 @@ class PipelineService:
         return query
 
     async def cancel(self, run_id: uuid.UUID) -> PipelineRun:
-        run, _ = await self.run(run_id)
+        run, steps = await self.run(run_id)
         if run.status in FINAL_RUN:
             raise Conflict(f"Run {run_id} already finished as {run.status}")
         now = datetime.now(UTC)
         run.status = RunStatus.CANCELLED
         run.finished_at = now
         run.error = "cancelled on request"
-        await self.session.execute(
-            update(StepRun)
-            .where(StepRun.run_id == run_id, StepRun.status == StepStatus.PENDING)
-            .values(status=StepStatus.SKIPPED, finished_at=now, error="run cancelled")
-        )
-        await self.session.execute(
-            update(StepRun)
-            .where(StepRun.run_id == run_id, StepRun.status == StepStatus.RUNNING)
-            .values(status=StepStatus.CANCELLED, finished_at=now, error="run cancelled")
-        )
+        settle_cancelled(steps, now)  # the engine stops the attempts that were running
         await self.session.flush()
         return run
 

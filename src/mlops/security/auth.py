@@ -49,9 +49,6 @@ class Authenticator:
     def forget(self, key_hash: str) -> None:
         self._cache.pop(key_hash, None)
 
-    def forget_all(self) -> None:
-        self._cache.clear()
-
     async def from_api_key(self, key: str) -> Principal:
         key_hash = hash_api_key(key)
         now = time.monotonic()
