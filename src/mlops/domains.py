@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-DOMAINS: tuple[str, ...] = ("mlops.security", "mlops.pipelines")
+DOMAINS: tuple[str, ...] = ("mlops.security", "mlops.pipelines", "mlops.training")
 
 
 def domain_routers() -> list[APIRouter]:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any, ClassVar
@@ -34,6 +35,7 @@ class LocalBackend:
     def __init__(self, *, sink: ResultSink, settings: Any) -> None:
         self.sink = sink
         self.size = int(settings.local_workers)
+        self.environment = {**os.environ, **settings.step_environment()}
         self.queue: asyncio.Queue[StepTask] = asyncio.Queue()
         self.slots = [_Slot() for _ in range(self.size)]
         self.cancelled: set[str] = set()
@@ -76,6 +78,7 @@ class LocalBackend:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=_LINE_LIMIT,
+            env=self.environment,
         )
 
     async def _kill(self, slot: _Slot) -> None:

@@ -8,12 +8,20 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_JWT_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused in production
 MIN_PRODUCTION_SECRET_LENGTH = 32
 MIN_BOOTSTRAP_KEY_LENGTH = 24
+OPTUNA_SCHEMA = "optuna"
 
 
 class Environment(StrEnum):
@@ -24,7 +32,7 @@ class Environment(StrEnum):
 class Settings(BaseSettings):
     """Every knob of the service. No variable set means the embedded default."""
 
-    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore", populate_by_name=True)
 
     env: Environment = Environment.DEVELOPMENT
     host: str = "127.0.0.1"
@@ -54,6 +62,15 @@ class Settings(BaseSettings):
     local_workers: int = Field(default=2, ge=1, le=64)
     artifact_root: str | None = Field(
         default=None, description="Local folder or fsspec URI; default: data_dir/artifacts."
+    )
+
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLOPS_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="An MLflow server; default: a SQLite store under data_dir/mlflow.",
+    )
+    training_heartbeat_seconds: int = Field(
+        default=5, ge=1, le=300, description="Optuna trial heartbeat; a silent trial is stale."
     )
 
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
@@ -105,6 +122,33 @@ class Settings(BaseSettings):
     @property
     def effective_artifact_root(self) -> str:
         return self.artifact_root or str((self.data_dir / "artifacts").resolve())
+
+    @property
+    def effective_mlflow_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.data_dir / 'mlflow' / 'mlflow.db').resolve().as_posix()}"
+
+    @property
+    def optuna_storage_url(self) -> str:
+        """Optuna's RDB storage, synchronous, beside the service's tables: a schema of its own
+        on Postgres, a sibling file on SQLite (both keep an ``alembic_version`` table)."""
+        url = self.effective_database_url
+        if url.startswith("sqlite"):
+            return f"sqlite:///{(self.data_dir / 'optuna.db').resolve().as_posix()}"
+        driver, _, rest = url.partition("://")
+        sync = f"postgresql+psycopg://{rest}" if driver.startswith("postgres") else url
+        return f"{sync}{'&' if '?' in sync else '?'}options=-csearch_path%3D{OPTUNA_SCHEMA}"
+
+    def step_environment(self) -> dict[str, str]:
+        """What step processes need to reach the service's stores (never passed as params,
+        which are stored and shown: URLs may hold passwords)."""
+        return {
+            "MLOPS_OPTUNA_STORAGE": self.optuna_storage_url,
+            "MLOPS_MLFLOW_TRACKING_URI": self.effective_mlflow_uri,
+            "MLOPS_DATA_DIR": str(self.data_dir.resolve()),
+            "MLOPS_TRAINING_HEARTBEAT_SECONDS": str(self.training_heartbeat_seconds),
+        }
 
     @property
     def is_sqlite(self) -> bool:

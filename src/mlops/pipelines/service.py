@@ -92,7 +92,8 @@ class PipelineService:
         return pipeline
 
     def pipelines_query(self) -> Select[Pipeline]:
-        return select(Pipeline).order_by(Pipeline.name)
+        # system pipelines (named "_...", like the one training jobs run on) are not listed
+        return select(Pipeline).where(~Pipeline.name.startswith("_", autoescape=True)).order_by(Pipeline.name)
 
     def versions_query(self, pipeline: Pipeline) -> Select[PipelineVersion]:
         return (

@@ -99,3 +99,37 @@ def _load_sklearn(name: str) -> pd.DataFrame:
     frame = loader(as_frame=True).frame.copy()
     frame.columns = [str(column) for column in frame.columns]
     return frame
+
+
+def peek_dataset(uri: str, artifacts: ArtifactStore | None = None) -> tuple[list[str], int | None]:
+    """``(columns, rows)`` read cheaply (a file's header or parquet footer; rows None when only
+    a full read would tell), so a bad job is refused before it is queued. StepError otherwise."""
+    import pyarrow.parquet as pq
+
+    if artifacts is not None and artifacts.owns(uri):
+        if not artifacts.exists(uri):
+            raise StepError(f"dataset artifact not found: {uri}")
+        return [], None  # written by a step: checked when the job reads it
+    if uri.startswith("sklearn://"):
+        frame = load_dataset(uri)
+        return [str(c) for c in frame.columns], len(frame)
+    path = (
+        Path(uri.removeprefix("file://")) if "://" not in uri or uri.startswith("file://") else None
+    )
+    if path is None:
+        load_dataset(uri)  # raises the unsupported-scheme error
+        return [], None
+    kind = path.suffix.lower()
+    if kind not in FORMATS or not path.is_file():
+        _load_file(path, uri)  # raises the matching error
+    try:
+        if kind == ".parquet":
+            metadata = pq.read_metadata(path)
+            return list(metadata.schema.names), metadata.num_rows
+        import pandas as pd
+
+        columns = [str(c) for c in pd.read_csv(path, nrows=0).columns]
+        head = pd.read_csv(path, nrows=1)
+        return columns, None if len(head) else 0
+    except Exception as exc:
+        raise StepError(f"cannot read {kind[1:]} dataset {path}: {exc}") from exc

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import numpy as np
-import optuna
-from sklearn.base import clone
-from sklearn.metrics import get_scorer, get_scorer_names
-from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+from typing import TYPE_CHECKING, Any, Literal
 
 from mlops.training.catalogue import CatalogueError, EstimatorSpec, Task
 from mlops.training.space import SearchSpace
+
+# scikit-learn and Optuna are imported where used: the service imports this module to check
+# job files, and should not pay a second of start-up for libraries only workers need.
+if TYPE_CHECKING:
+    import optuna
 
 
 @dataclass(frozen=True)
@@ -30,11 +29,16 @@ class Validation:
 
 
 def check_metric(metric: str) -> None:
+    from sklearn.metrics import get_scorer_names
+
     if metric not in get_scorer_names():
         raise CatalogueError("metric", f"unknown metric {metric!r}; e.g. accuracy, roc_auc, f1, r2")
 
 
 def _splits(task: Task, validation: Validation, x: Any, y: Any) -> list[tuple[Any, Any]]:
+    import numpy as np
+    from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+
     indices = np.arange(len(y))
     if validation.holdout:
         stratify = y if task is Task.CLASSIFICATION else None
@@ -60,6 +64,11 @@ def make_objective(
     metric: str,
     validation: Validation,
 ) -> Callable[[optuna.Trial], float]:
+    import numpy as np
+    import optuna
+    from sklearn.base import clone
+    from sklearn.metrics import get_scorer
+
     scorer = get_scorer(metric)
     splits = _splits(task, validation, x, y)
 
@@ -84,12 +93,16 @@ def _rows(data: Any, index: Any) -> Any:
 
 
 def make_sampler(kind: Literal["tpe", "random"], seed: int | None) -> optuna.samplers.BaseSampler:
+    import optuna
+
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
 
 def make_pruner(kind: Literal["median", "hyperband", "none"]) -> optuna.pruners.BasePruner:
+    import optuna
+
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner()
     if kind == "none":

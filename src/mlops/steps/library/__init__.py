@@ -1,5 +1,11 @@
 """The step types. Importing this package registers every one of them."""
 
-from mlops.steps.library import data_validation, feature_engineering, python_call
+from mlops.steps.library import (
+    data_validation,
+    feature_engineering,
+    models,
+    python_call,
+    training,
+)
 
-__all__ = ["data_validation", "feature_engineering", "python_call"]
+__all__ = ["data_validation", "feature_engineering", "models", "python_call", "training"]

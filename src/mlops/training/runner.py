@@ -1,0 +1,281 @@
+"""The three phases of a training job, as step processes run them.
+
+``prepare`` checks the data, creates the Optuna study and the MLflow parent run; ``search`` is
+one worker taking trials from the shared study until the job has its trials (several run at
+once, in several processes); ``finalize`` refits the best configuration on all the training
+data, logs it and registers it. Each phase is safe to run again after a crash: the study and
+the parent run are found by name and resumed, never duplicated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlops.steps.framework import StepError
+from mlops.training import tracking
+from mlops.training.catalogue import CatalogueError, Task
+from mlops.training.search import make_objective, make_pruner, make_sampler
+from mlops.training.spec import TrainingJobSpec
+from mlops.training.stores import heartbeat_seconds, open_storage, optuna_storage_url
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+
+    from mlops.steps.artifacts import ArtifactStore
+
+ATTR_EXPERIMENT = "mlflow_experiment_id"
+ATTR_PARENT_RUN = "mlflow_parent_run_id"
+ATTR_DIGEST = "dataset_digest"
+ATTR_STARTED = "started_at"
+ATTR_ERROR = "error"
+# When this many trials have all failed and none succeeded, the job stops: the cause is the
+# data or the space, and more trials would only repeat it.
+FAILED_TRIALS_BEFORE_GIVING_UP = 3
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    features: pd.DataFrame
+    target: pd.Series
+    digest: str
+
+
+def training_data(spec: TrainingJobSpec, artifacts: ArtifactStore | None) -> TrainingData:
+    """The features and labels, or a StepError a person can act on."""
+    from mlops.steps.datasets import load_dataset
+
+    frame = load_dataset(spec.dataset, artifacts)
+    return split_frame(frame, spec.target, spec.task, spec.dataset)
+
+
+def split_frame(frame: pd.DataFrame, target: str, task: Task, where: str) -> TrainingData:
+    import pandas as pd
+
+    if target not in frame.columns:
+        columns = ", ".join(map(str, frame.columns[:20]))
+        raise StepError(f"target column {target!r} is not in {where}; its columns: {columns}")
+    if len(frame) == 0:
+        raise StepError(f"{where} has no rows")
+    features = frame.drop(columns=[target])
+    if features.shape[1] == 0:
+        raise StepError(f"{where} has no feature columns besides {target!r}")
+    text = [str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
+    if text:
+        raise StepError(
+            f"columns {', '.join(text[:10])} are not numeric; encode them first "
+            "(a feature_engineering step does)"
+        )
+    labels = frame[target]
+    if labels.isna().any():
+        raise StepError(f"target column {target!r} has {int(labels.isna().sum())} empty values")
+    if task is Task.CLASSIFICATION:
+        classes = labels.nunique()
+        if classes < 2:
+            raise StepError(f"classification needs at least two classes in {target!r}")
+        if classes > max(50, len(labels) // 2):
+            raise StepError(
+                f"{target!r} has {classes} distinct values: it looks continuous; use "
+                "task: regression"
+            )
+    return TrainingData(features, labels, dataset_digest(frame))
+
+
+def dataset_digest(frame: pd.DataFrame) -> str:
+    import pandas as pd
+
+    digest = hashlib.sha256(",".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _study(spec: TrainingJobSpec, name: str, worker: int = 0) -> optuna.Study:
+    import optuna
+
+    seed = None if spec.sampler.seed is None else spec.sampler.seed + worker
+    return optuna.create_study(
+        study_name=name,
+        storage=open_storage(optuna_storage_url(), heartbeat_seconds()),
+        direction=spec.direction,
+        sampler=make_sampler(spec.sampler.type, seed),
+        pruner=make_pruner(spec.pruner.type),
+        load_if_exists=True,
+    )
+
+
+def prepare(
+    spec: TrainingJobSpec,
+    study_name: str,
+    experiment: str,
+    data: TrainingData,
+    tags: dict[str, str],
+) -> dict[str, Any]:
+    """Create (or find again) the study and the MLflow parent run of one search."""
+    try:
+        spec.resolved()
+    except CatalogueError as exc:
+        raise StepError(f"{exc.field}: {exc}") from None
+    study = _study(spec, study_name)
+    attrs = study.user_attrs
+    if ATTR_PARENT_RUN not in attrs:
+        experiment_id = tracking.experiment_for(experiment)
+        parent = tracking.start_parent_run(
+            experiment_id,
+            "search",
+            {**tags, tracking.TAG_DATASET: spec.dataset, tracking.TAG_DATASET_DIGEST: data.digest},
+        )
+        tracking.client().log_batch(parent, params=_job_params(spec))
+        study.set_user_attr(ATTR_EXPERIMENT, experiment_id)
+        study.set_user_attr(ATTR_PARENT_RUN, parent)
+        study.set_user_attr(ATTR_DIGEST, data.digest)
+        study.set_user_attr(ATTR_STARTED, time.time())
+        attrs = study.user_attrs
+    return {
+        "study": study_name,
+        "experiment_id": attrs[ATTR_EXPERIMENT],
+        "parent_run_id": attrs[ATTR_PARENT_RUN],
+        "dataset_digest": attrs[ATTR_DIGEST],
+    }
+
+
+def _job_params(spec: TrainingJobSpec) -> list[Any]:
+    from mlflow.entities import Param
+
+    values = spec.model_dump(mode="json", exclude={"search_space"}, exclude_none=True)
+    flat = {key: value for key, value in values.items() if not isinstance(value, dict)}
+    flat["sampler"] = spec.sampler.type
+    flat["pruner"] = spec.pruner.type
+    flat["metric"] = spec.effective_metric
+    return [Param(key, str(value)[:6000]) for key, value in sorted(flat.items())]
+
+
+def search(spec: TrainingJobSpec, study_name: str, data: TrainingData, worker: int = 0) -> int:
+    """Run trials of the shared study until the job has ``n_trials`` finished ones or its time
+    is up; return how many this worker ran."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    estimator, space = spec.resolved()
+    study = _study(spec, study_name, worker)
+    attrs = study.user_attrs
+    experiment_id, parent_run_id = attrs[ATTR_EXPERIMENT], attrs[ATTR_PARENT_RUN]
+    deadline = float(attrs[ATTR_STARTED]) + spec.timeout_seconds
+    objective = make_objective(
+        estimator,
+        spec.task,
+        space,
+        data.features,
+        data.target,
+        spec.effective_metric,
+        spec.validation,
+    )
+
+    def recorded(trial: optuna.Trial) -> float:
+        try:
+            return objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            trial.set_user_attr(ATTR_ERROR, f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+
+    def log(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        tracking.log_trial(experiment_id, parent_run_id, trial)
+
+    ran = 0
+    while time.time() < deadline:
+        optuna.storages.fail_stale_trials(study)
+        counts = count_trials(study)
+        if counts.finished >= spec.n_trials:
+            break
+        if counts.failed >= FAILED_TRIALS_BEFORE_GIVING_UP and counts.succeeded == 0:
+            raise StepError(f"the first {counts.failed} trials all failed: {counts.first_error}")
+        if counts.finished + counts.running >= spec.n_trials:
+            time.sleep(0.2)  # the last trials run elsewhere (or are stale and will be failed)
+            continue
+        study.optimize(recorded, n_trials=1, callbacks=[log], catch=(Exception,))
+        ran += 1
+    return ran
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    succeeded: int  # complete or pruned
+    failed: int  # the objective raised (not stale trials of a dead worker)
+    running: int
+    first_error: str | None
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed
+
+
+def count_trials(study: optuna.Study) -> TrialCounts:
+    from optuna.trial import TrialState
+
+    succeeded = failed = running = 0
+    first_error = None
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            succeeded += 1
+        elif trial.state == TrialState.RUNNING:
+            running += 1
+        elif trial.state == TrialState.FAIL and ATTR_ERROR in trial.user_attrs:
+            failed += 1
+            first_error = first_error or trial.user_attrs[ATTR_ERROR]
+    return TrialCounts(succeeded, failed, running, first_error)
+
+
+def finalize(
+    spec: TrainingJobSpec,
+    study_name: str,
+    data: TrainingData,
+    version_tags: dict[str, str],
+) -> dict[str, Any]:
+    """Refit the best configuration on all the training data, log it and register it."""
+    from optuna.trial import TrialState
+
+    estimator, _ = spec.resolved()
+    study = _study(spec, study_name)
+    attrs = study.user_attrs
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        counts = count_trials(study)
+        reason = f"; first error: {counts.first_error}" if counts.first_error else ""
+        raise StepError(f"no trial completed ({counts.finished} finished){reason}")
+    best = study.best_trial
+    best_value = float(best.values[0])
+    model = estimator.build(spec.task, best.params, seed=spec.validation.seed)
+    model.fit(data.features, data.target)
+    metric = spec.effective_metric
+    logged = tracking.log_model(
+        attrs[ATTR_PARENT_RUN],
+        model,
+        data.features,
+        metrics={metric: best_value},
+        params=best.params,
+        register_as=spec.model_name,
+        version_tags={
+            **version_tags,
+            tracking.TAG_DATASET: spec.dataset,
+            tracking.TAG_DATASET_DIGEST: attrs[ATTR_DIGEST],
+            tracking.TAG_METRIC: metric,
+            tracking.TAG_METRIC_VALUE: repr(best_value),
+        },
+    )
+    tracking.finish_run(attrs[ATTR_PARENT_RUN])
+    return {
+        "best_value": best_value,
+        "best_params": best.params,
+        "best_trial": best.number,
+        "trials_completed": len(complete),
+        "model_uri": logged.model_uri,
+        "model_name": spec.model_name,
+        "model_version": logged.version,
+        "experiment_id": attrs[ATTR_EXPERIMENT],
+        "parent_run_id": attrs[ATTR_PARENT_RUN],
+        "dataset_digest": attrs[ATTR_DIGEST],
+    }

@@ -1,0 +1,106 @@
+"""Where a training process finds Optuna's storage and MLflow, and how it opens them.
+
+The service hands these to step processes through the environment (``Settings.step_environment``);
+a step started by hand falls back to the settings, so it finds the same stores.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+    from mlflow import MlflowClient
+
+
+def _from_environment(variable: str, fallback: str) -> str:
+    value = os.environ.get(variable)
+    if value:
+        return value
+    from mlops.core.settings import get_settings
+
+    return str(getattr(get_settings(), fallback))
+
+
+def optuna_storage_url() -> str:
+    return _from_environment("MLOPS_OPTUNA_STORAGE", "optuna_storage_url")
+
+
+def mlflow_tracking_uri() -> str:
+    return _from_environment("MLOPS_MLFLOW_TRACKING_URI", "effective_mlflow_uri")
+
+
+def heartbeat_seconds() -> int:
+    return int(_from_environment("MLOPS_TRAINING_HEARTBEAT_SECONDS", "training_heartbeat_seconds"))
+
+
+@contextmanager
+def _sqlite_file_lock(url: str) -> Iterator[None]:
+    """Serialise the first opening of a SQLite store across processes: both Optuna and MLflow
+    create their tables on first use, and two processes doing it at once collide."""
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@lru_cache(maxsize=4)
+def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBStorage:
+    """One RDB storage per URL and process (it holds a connection pool)."""
+    import optuna
+
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    with _sqlite_file_lock(url):
+        if not url.startswith("sqlite"):
+            _ensure_schema(url)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat,
+            grace_period=None if heartbeat is None else heartbeat * 3,
+        )
+
+
+def _ensure_schema(url: str) -> None:
+    """Optuna's tables live in a schema of their own (named in the URL's ``search_path``)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    import sqlalchemy
+
+    from mlops.core.settings import OPTUNA_SCHEMA
+
+    options = parse_qs(urlsplit(url).query).get("options", [""])[0]
+    if f"search_path={OPTUNA_SCHEMA}" not in options:
+        return
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(f"CREATE SCHEMA IF NOT EXISTS {OPTUNA_SCHEMA}"))
+    finally:
+        engine.dispose()
+
+
+@lru_cache(maxsize=4)
+def open_tracking(uri: str) -> MlflowClient:
+    """An MLflow client for tracking and the registry on the same store."""
+    from mlflow import MlflowClient
+
+    with _sqlite_file_lock(uri):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)  # creates a SQLite store's tables now
+    return client
