@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from mlops.training.catalogue import CatalogueError, EstimatorSpec, Task, resolve
 from mlops.training.search import Validation, check_metric
@@ -87,11 +87,12 @@ class TrainingJobSpec(BaseModel):
         description="Register the refitted best model under this name.",
     )
 
-    @model_validator(mode="after")
-    def _one_validation(self) -> TrainingJobSpec:
-        if self.cv_folds is not None and self.holdout is not None:
+    @field_validator("holdout")
+    @classmethod
+    def _one_validation(cls, holdout: float | None, info: ValidationInfo) -> float | None:
+        if holdout is not None and info.data.get("cv_folds") is not None:
             raise ValueError("give cv_folds or holdout, not both")
-        return self
+        return holdout
 
     @property
     def effective_metric(self) -> str:
