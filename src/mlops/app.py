@@ -16,7 +16,7 @@ from mlops.core.errors import install_error_handlers
 from mlops.core.migrations import upgrade_database
 from mlops.core.openapi import build_openapi
 from mlops.core.settings import Settings, get_settings
-from mlops.domains import domain_routers, domain_tags
+from mlops.domains import attach_to_engine, domain_routers, domain_tags
 from mlops.observability.health import router as health_router
 from mlops.observability.logging import configure_logging
 from mlops.observability.middleware import ObservabilityMiddleware
@@ -64,6 +64,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.audit_log = AuditLog(database)
     engine = PipelineEngine(database, settings)
     app.state.pipeline_engine = engine
+    attach_to_engine(engine, settings)
     await engine.start()
     logger.info(
         "service started",

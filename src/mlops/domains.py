@@ -1,6 +1,7 @@
 """The domains the service is made of.
 
-A capability is a package with ``api.py`` (exporting ``ROUTERS`` and ``TAGS``) and
+A capability is a package with ``api.py`` (exporting ``ROUTERS`` and ``TAGS``, optionally
+``attach_engine``) and
 ``models.py`` (its ORM models). Listing it here is the only change it needs outside itself.
 """
 
@@ -26,6 +27,15 @@ def domain_tags() -> list[dict[str, Any]]:
     for domain in DOMAINS:
         tags.extend(import_module(f"{domain}.api").TAGS)
     return tags
+
+
+def attach_to_engine(engine: Any, settings: Any) -> None:
+    """Let each domain that runs work on the pipeline engine (``attach_engine`` in its
+    ``api.py``) register what it needs, such as hooks on its runs finishing."""
+    for domain in DOMAINS:
+        attach = getattr(import_module(f"{domain}.api"), "attach_engine", None)
+        if attach is not None:
+            attach(engine, settings)
 
 
 def import_all_models() -> None:

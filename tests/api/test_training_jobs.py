@@ -9,7 +9,14 @@ from typing import Any
 
 import httpx
 
+from mlops.core.settings import Settings
+from mlops.training.stores import open_tracking
 from tests.conftest import ADMIN
+
+
+def mlflow_client(settings: Settings) -> Any:
+    return open_tracking(settings.effective_mlflow_uri)
+
 
 FINAL = {"succeeded", "failed", "cancelled"}
 SMALL_JOB: dict[str, Any] = {
@@ -145,7 +152,9 @@ async def test_idempotency_key_returns_the_same_job(client: httpx.AsyncClient) -
     await wait_for_job(client, first.json()["id"])
 
 
-async def test_cancel_stops_the_workers_and_registers_nothing(client: httpx.AsyncClient) -> None:
+async def test_cancel_stops_the_workers_and_registers_nothing(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
     slow = {
         **SMALL_JOB,
         "estimator": "gradient_boosting",
@@ -154,7 +163,12 @@ async def test_cancel_stops_the_workers_and_registers_nothing(client: httpx.Asyn
         "model_name": "never-registered",
     }
     job = (await submit(client, slow)).json()
-    await wait_for_job(client, job["id"], {"running"})
+    deadline = time.monotonic() + 60
+    while not (await client.get(f"/api/v1/training/jobs/{job['id']}", headers=ADMIN)).json()[
+        "result"
+    ]["mlflow_parent_run_id"]:  # searching: prepare is done
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
     cancelled = await client.post(f"/api/v1/training/jobs/{job['id']}/cancel", headers=ADMIN)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     again = await client.post(f"/api/v1/training/jobs/{job['id']}/cancel", headers=ADMIN)
@@ -167,6 +181,20 @@ async def test_cancel_stops_the_workers_and_registers_nothing(client: httpx.Asyn
     assert {step["status"] for step in run["steps"]} <= {"succeeded", "cancelled", "skipped"}
     missing = await client.get("/api/v1/training/models/never-registered", headers=ADMIN)
     assert missing.status_code == 404
+    # what the search left open is closed: no trial stays running, the MLflow run is killed
+    deadline = time.monotonic() + 20
+    while True:
+        trials = (
+            await client.get(
+                f"/api/v1/training/jobs/{job['id']}/trials?state=running", headers=ADMIN
+            )
+        ).json()
+        parent = final["result"]["mlflow_parent_run_id"]
+        status = mlflow_client(settings).get_run(parent).info.status
+        if trials["total"] == 0 and status == "KILLED":
+            break
+        assert time.monotonic() < deadline, (trials, status)
+        await asyncio.sleep(0.2)
 
 
 async def test_lists_filter_and_page(client: httpx.AsyncClient) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,17 @@ from mlops.pipelines.metrics import (
 from mlops.pipelines.models import Pipeline, PipelineRun, StepRun
 from mlops.pipelines.schedule import next_fire_time
 from mlops.pipelines.spec import RetryPolicy, resolve_templates
-from mlops.pipelines.states import DONE_STEP, FINAL_STEP, RunStatus, StepStatus, settle_cancelled
+from mlops.pipelines.states import (
+    DONE_STEP,
+    FINAL_RUN,
+    FINAL_STEP,
+    RunStatus,
+    StepStatus,
+    settle_cancelled,
+)
 
 logger = logging.getLogger("mlops.pipelines.engine")
+RunFinished = Callable[[uuid.UUID, str], Awaitable[None]]
 FULL_SCAN_SECONDS = 1.0
 INTERRUPTED = "interrupted: the service stopped while this attempt ran"
 _BLOCKING = frozenset({StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED})
@@ -57,6 +66,28 @@ class PipelineEngine:
         self.waiting: set[uuid.UUID] = set()  # runs with ready steps but no free slot
         self.leadership = Leadership(database)
         self.artifact_root = settings.effective_artifact_root
+        self.finish_hooks: dict[str, RunFinished] = {}
+        self.hook_tasks: set[asyncio.Task[None]] = set()
+
+    def on_run_finished(self, pipeline_name: str, hook: RunFinished) -> None:
+        """Call ``hook(run_id, status)`` when a run of ``pipeline_name`` ends (again for each
+        notification of a cancelled run: hooks must be idempotent)."""
+        self.finish_hooks[pipeline_name] = hook
+
+    def _run_finished(self, pipeline_name: str, run_id: uuid.UUID, status: str) -> None:
+        hook = self.finish_hooks.get(pipeline_name)
+        if hook is None:
+            return
+        task = asyncio.create_task(self._call_hook(hook, run_id, status))
+        self.hook_tasks.add(task)
+        task.add_done_callback(self.hook_tasks.discard)
+
+    @staticmethod
+    async def _call_hook(hook: RunFinished, run_id: uuid.UUID, status: str) -> None:
+        try:
+            await hook(run_id, status)
+        except Exception:
+            logger.exception("the finish hook of run %s failed", run_id)
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._lead(), name="pipeline-engine")
@@ -269,11 +300,12 @@ class PipelineEngine:
 
     async def _advance(self, run_id: uuid.UUID) -> None:
         launches: list[tuple[str, StepTask]] = []
-        cancelled_run = False
+        cancelled_run = finished = False
         async with self.database.sessionmaker() as session, session.begin():
             run = await session.get(PipelineRun, run_id)
             if run is None:
                 return
+            pipeline_name = run.pipeline_name
             slots = (await self.backend(run.backend)).free_slots()
             steps = (
                 await session.scalars(
@@ -290,10 +322,14 @@ class PipelineEngine:
                     run.started_at = now
                 launches = await self._start_ready(session, run, list(steps), now, slots)
                 self._finish_if_done(run, list(steps), now)
+                finished = run.status in FINAL_RUN
+            status = run.status
         if cancelled_run:
             prefixes = tuple(f"{step.id}:" for step in steps)
             for task_id in [t for t in self.inflight if t.startswith(prefixes)]:
                 await self._cancel_task(task_id)
+        if cancelled_run or finished:
+            self._run_finished(pipeline_name, run_id, status)
         for backend_name, task in launches:
             self.inflight[task.task_id] = backend_name
             await (await self.backend(backend_name)).launch(task)

@@ -7,17 +7,19 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request, Response, status
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from mlops.core.database import SessionDep
 from mlops.core.pagination import Page, PageDep, paginate
-from mlops.core.settings import SettingsDep
+from mlops.core.settings import Settings, SettingsDep
 from mlops.pipelines.engine import PipelineEngine
 from mlops.pipelines.states import RunStatus
 from mlops.security.auth import require
 from mlops.security.permissions import Permission
 from mlops.security.principal import Principal
 from mlops.training.catalogue import CATALOGUE
+from mlops.training.models import TrainingJob
 from mlops.training.registry import Registry
 from mlops.training.schemas import (
     AliasUpdate,
@@ -28,7 +30,7 @@ from mlops.training.schemas import (
     RegisteredModelOut,
     TrialOut,
 )
-from mlops.training.service import TrainingService, summarize
+from mlops.training.service import SYSTEM_PIPELINE, TrainingService, settle_search, summarize
 from mlops.training.spec import TrainingJobSpec
 
 router = APIRouter(prefix="/api/v1/training", tags=["training"])
@@ -243,6 +245,20 @@ async def set_alias(name: str, body: AliasUpdate, _: Write, models: RegistryDep)
 async def delete_alias(name: str, alias: str, _: Write, models: RegistryDep) -> Response:
     await run_in_threadpool(models.delete_alias, name, alias)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def attach_engine(engine: PipelineEngine, settings: Settings) -> None:
+    async def job_finished(run_id: uuid.UUID, run_status: str) -> None:
+        if run_status == RunStatus.SUCCEEDED:
+            return
+        async with engine.database.sessionmaker() as session:
+            job_id = await session.scalar(
+                select(TrainingJob.id).where(TrainingJob.run_id == run_id)
+            )
+        if job_id is not None:
+            await run_in_threadpool(settle_search, settings, str(job_id), run_status)
+
+    engine.on_run_finished(SYSTEM_PIPELINE, job_finished)
 
 
 ROUTERS = [router, models_router]

@@ -98,7 +98,7 @@ def _when(millis: int | None) -> datetime | None:
 
 
 def _model_out(model: Any) -> RegisteredModelOut:
-    aliases = {str(alias.alias): str(alias.version) for alias in model.aliases or []}
+    aliases = {str(alias): str(version) for alias, version in (model.aliases or {}).items()}
     latest = [int(v.version) for v in model.latest_versions or []]
     return RegisteredModelOut(
         name=model.name,

@@ -8,6 +8,7 @@ them; this module only translates between jobs and runs, and reads progress from
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -228,6 +229,30 @@ class TrainingService:
         )
         await pipelines.cancel(job.run_id)
         return job
+
+
+def settle_search(settings: Settings, job_id: str, status: str) -> None:
+    """After a job ends without finalizing (failed or cancelled), close what it left open:
+    trials still marked running fail, and the MLflow parent run is ended as failed or killed.
+    Idempotent."""
+    from optuna.trial import TrialState
+
+    from mlops.training.runner import ATTR_PARENT_RUN
+    from mlops.training.stores import open_storage, open_tracking
+
+    storage = open_storage(settings.optuna_storage_url)
+    try:
+        study_id = storage.get_study_id_from_name(job_study(job_id))
+    except KeyError:
+        return  # it never got as far as a study
+    for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        with contextlib.suppress(RuntimeError):  # finished meanwhile
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    parent = storage.get_study_user_attrs(study_id).get(ATTR_PARENT_RUN)
+    if parent:
+        ending = "KILLED" if status == RunStatus.CANCELLED else "FAILED"
+        open_tracking(settings.effective_mlflow_uri).set_terminated(parent, ending)
 
 
 def check_job(spec: TrainingJobSpec, settings: Settings) -> None:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlops.steps.datasets import save_dataset
 from mlops.steps.framework import StepContext, StepType, register_step_type
-from mlops.training import runner
+from mlops.training import runner, tracking
 from mlops.training.spec import TrainingJobSpec
 from mlops.training.tracking import TAG_JOB, TAG_RUN
 
@@ -145,9 +145,14 @@ class Train(StepType):
         data = runner.split_frame(frame, params.target, params.task, params.dataset)
         study = f"step-{context.run_id}-{context.step_name}"
         tags = {TAG_RUN: context.run_id}
-        runner.prepare(params, study, f"pipeline-{context.run_id}-{context.step_name}", data, tags)
-        with ThreadPoolExecutor(params.parallelism) as pool:  # list() re-raises a failure
-            list(
-                pool.map(lambda w: runner.search(params, study, data, w), range(params.parallelism))
-            )
-        return {**runner.finalize(params, study, data, tags), "test_dataset": test_uri}
+        experiment = f"pipeline-{context.run_id}-{context.step_name}"
+        prepared = runner.prepare(params, study, experiment, data, tags)
+        try:
+            with ThreadPoolExecutor(params.parallelism) as pool:  # list() re-raises a failure
+                workers = range(params.parallelism)
+                list(pool.map(lambda w: runner.search(params, study, data, w), workers))
+            final = runner.finalize(params, study, data, tags)
+        except BaseException:
+            tracking.finish_run(prepared["parent_run_id"], "FAILED")
+            raise
+        return {**final, "test_dataset": test_uri}
