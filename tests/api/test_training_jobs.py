@@ -261,3 +261,36 @@ async def test_catalogue_registry_errors_and_roles(client: httpx.AsyncClient) ->
         await client.get("/api/v1/training/jobs", headers={"X-API-Key": viewer})
     ).status_code == 200
     assert (await client.get("/api/v1/training/jobs")).status_code == 401
+
+
+async def test_aliases_move_between_versions(client: httpx.AsyncClient) -> None:
+    job = {**SMALL_JOB, "n_trials": 1, "parallelism": 1, "model_name": "aliased"}
+    for _ in range(2):
+        created = (await submit(client, job)).json()
+        assert (await wait_for_job(client, created["id"]))["status"] == "succeeded"
+    for version in ("1", "2"):
+        moved = await client.post(
+            "/api/v1/training/models/aliased/aliases",
+            json={"alias": "champion", "version": version},
+            headers=ADMIN,
+        )
+        assert moved.status_code == 200 and moved.json()["aliases"] == ["champion"]
+    model = (await client.get("/api/v1/training/models/aliased", headers=ADMIN)).json()
+    assert model["aliases"] == {"champion": "2"} and model["latest_version"] == "2"
+    versions = (await client.get("/api/v1/training/models/aliased/versions", headers=ADMIN)).json()
+    assert [(v["version"], v["aliases"]) for v in versions["items"]] == [
+        ("2", ["champion"]),
+        ("1", []),
+    ]
+    no_version = await client.post(
+        "/api/v1/training/models/aliased/aliases",
+        json={"alias": "champion", "version": "9"},
+        headers=ADMIN,
+    )
+    assert no_version.status_code == 404
+    removed = await client.delete("/api/v1/training/models/aliased/aliases/champion", headers=ADMIN)
+    assert removed.status_code == 204
+    gone = await client.delete("/api/v1/training/models/aliased/aliases/champion", headers=ADMIN)
+    assert gone.status_code == 404
+    listed = (await client.get("/api/v1/training/models", headers=ADMIN)).json()
+    assert [m["name"] for m in listed["items"]] == ["aliased"]

@@ -65,13 +65,16 @@ class Registry:
         )
 
     def versions(self, name: str) -> list[ModelVersionOut]:
-        self.model(name)  # 404 for an unknown name rather than an empty list
+        model = self.model(name)  # 404 for an unknown name rather than an empty list
         found = self._call(
             lambda: self.client.search_model_versions(
                 f"name = '{name}'", max_results=MAX_LISTED, order_by=["version_number DESC"]
             )
         )
-        return [_version_out(version) for version in found]
+        versions = [_version_out(version) for version in found]
+        for version in versions:  # a search does not fill in aliases; the model knows them
+            version.aliases = sorted(a for a, v in model.aliases.items() if v == version.version)
+        return versions
 
     def version(self, name: str, version: str) -> ModelVersionOut:
         return _version_out(
