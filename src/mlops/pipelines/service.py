@@ -93,7 +93,11 @@ class PipelineService:
 
     def pipelines_query(self) -> Select[Pipeline]:
         # system pipelines (named "_...", like the one training jobs run on) are not listed
-        return select(Pipeline).where(~Pipeline.name.startswith("_", autoescape=True)).order_by(Pipeline.name)
+        return (
+            select(Pipeline)
+            .where(~Pipeline.name.startswith("_", autoescape=True))
+            .order_by(Pipeline.name)
+        )
 
     def versions_query(self, pipeline: Pipeline) -> Select[PipelineVersion]:
         return (
