@@ -10,6 +10,7 @@ import typer
 
 from mlops.cli.client import ApiClient
 from mlops.cli.pipelines import pipelines_app, runs_app
+from mlops.cli.training import models_app, training_app
 from mlops.security.credentials import MIN_PASSWORD_LENGTH
 from mlops.security.permissions import Role
 
@@ -27,6 +28,8 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(audit_app, name="audit")
 app.add_typer(pipelines_app, name="pipelines")
 app.add_typer(runs_app, name="runs")
+app.add_typer(training_app, name="training")
+app.add_typer(models_app, name="models")
 
 
 def checked_settings() -> Settings:

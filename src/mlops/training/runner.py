@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +95,9 @@ def dataset_digest(frame: pd.DataFrame) -> str:
 
 def _study(spec: TrainingJobSpec, name: str, worker: int = 0) -> optuna.Study:
     import optuna
+
+    # heartbeats are "experimental" in Optuna 5: without this, every trial logs the warning
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
     seed = None if spec.sampler.seed is None else spec.sampler.seed + worker
     return optuna.create_study(

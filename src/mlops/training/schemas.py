@@ -44,8 +44,9 @@ class JobResult(BaseModel):
     best_value: float | None = None
     best_params: dict[str, Any] | None = None
     best_trial: int | None = None
-    model_uri: str | None = None
+    model_uri: str | None = Field(default=None, description="The logged model (models:/m-…).")
     model_version: str | None = None
+    registered_model_uri: str | None = Field(default=None, description="models:/NAME/VERSION")
     mlflow_experiment_id: str | None = None
     mlflow_parent_run_id: str | None = None
     dataset_digest: str | None = None

@@ -328,6 +328,11 @@ def _result(steps: dict[str, StepRun]) -> JobResult:
         best_trial=final.get("best_trial"),
         model_uri=final.get("model_uri"),
         model_version=final.get("model_version"),
+        registered_model_uri=(
+            f"models:/{final['model_name']}/{final['model_version']}"
+            if final.get("model_name") and final.get("model_version")
+            else None
+        ),
         mlflow_experiment_id=prepared.get("experiment_id"),
         mlflow_parent_run_id=prepared.get("parent_run_id"),
         dataset_digest=prepared.get("dataset_digest"),
