@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -57,6 +58,28 @@ def _sqlite_file_lock(url: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _fast_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    """WAL and ``synchronous=NORMAL`` (durable across process crashes, not power loss), as for
+    the service's own SQLite file: with the default rollback journal every commit syncs the
+    disk several times, and a trial commits a dozen times (measured: 185-294 ms of machinery
+    per trial, 49-88 ms with these)."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
+@lru_cache(maxsize=1)
+def _speed_up_sqlite() -> None:
+    """Every SQLite store a training process opens (Optuna's and MLflow's, which builds its own
+    engine) gets ``_fast_sqlite`` on each new connection."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    event.listen(Engine, "connect", _fast_sqlite)
+
+
 @lru_cache(maxsize=4)
 def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBStorage:
     """One RDB storage per URL and process (it holds a connection pool)."""
@@ -65,6 +88,7 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBS
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}
+        _speed_up_sqlite()
     with _sqlite_file_lock(url):
         if not url.startswith("sqlite"):
             _ensure_schema(url)
@@ -100,6 +124,8 @@ def open_tracking(uri: str) -> MlflowClient:
     """An MLflow client for tracking and the registry on the same store."""
     from mlflow import MlflowClient
 
+    if uri.startswith("sqlite"):
+        _speed_up_sqlite()
     with _sqlite_file_lock(uri):
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.search_experiments(max_results=1)  # creates a SQLite store's tables now
