@@ -59,11 +59,15 @@ class PipelineEngine:
         self.settings = settings
         self.backends: dict[str, OrchestratorBackend] = {}
         self.results: asyncio.Queue[StepResult] = asyncio.Queue()
-        self.dirty: set[uuid.UUID] = set()
+        # Runs to advance, in the order they were marked (dicts keep insertion order).
+        self.dirty: dict[uuid.UUID, None] = {}
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.inflight: dict[str, str] = {}  # task id -> backend name
-        self.waiting: set[uuid.UUID] = set()  # runs with ready steps but no free slot
+        # Runs with ready steps but no free slot, by creation time: when slots free up, only as
+        # many of the oldest are woken, so a deep queue costs no work per result and runs
+        # start first come, first served.
+        self.waiting: dict[uuid.UUID, datetime] = {}
         self.leadership = Leadership(database)
         self.artifact_root = settings.effective_artifact_root
         self.finish_hooks: dict[str, RunFinished] = {}
@@ -121,7 +125,7 @@ class PipelineEngine:
 
     def notify(self, run_id: uuid.UUID | None = None) -> None:
         if run_id is not None:
-            self.dirty.add(run_id)
+            self.dirty[run_id] = None
         self.wake.set()
 
     async def _record_result(self, result: StepResult) -> None:
@@ -156,7 +160,7 @@ class PipelineEngine:
                     step.status = StepStatus.FAILED
                     step.finished_at = now
                     step.error = INTERRUPTED
-                self.dirty.add(step.run_id)
+                self.dirty[step.run_id] = None
         if orphans:
             logger.warning("adopted %d interrupted step attempts", len(orphans))
 
@@ -172,7 +176,9 @@ class PipelineEngine:
                     last_scan = loop.time()
                     await self._full_scan()
                 while self.dirty:
-                    await self._advance(self.dirty.pop())
+                    run_id = next(iter(self.dirty))
+                    del self.dirty[run_id]
+                    await self._advance(run_id)
                     await self._drain_results()
             except asyncio.CancelledError:
                 raise
@@ -189,12 +195,15 @@ class PipelineEngine:
         async with self.database.sessionmaker() as session, session.begin():
             await self._fire_schedules(session, now)
             active = await session.scalars(
-                select(PipelineRun.id).where(
-                    PipelineRun.status.in_([RunStatus.QUEUED, RunStatus.RUNNING])
-                )
+                select(PipelineRun.id)
+                .where(PipelineRun.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]))
+                .order_by(PipelineRun.created_at)
             )
             active_ids = active.all()
-            self.dirty.update(active_ids)
+            for run_id in active_ids:
+                if run_id not in self.waiting:  # those wait for a slot: _wake_waiting's call
+                    self.dirty[run_id] = None
+            self._wake_waiting()
             ACTIVE_RUNS.set(len(active_ids))
             STEP_QUEUE_DEPTH.set(self.queue_depth())
             stale = await self._stale_inflight(session)
@@ -221,8 +230,7 @@ class PipelineEngine:
         backend_name = self.inflight.pop(task_id, None)
         if backend_name is not None:
             await (await self.backend(backend_name)).cancel(task_id)
-            self.dirty |= self.waiting  # its slot is free again
-            self.waiting.clear()
+            self._wake_waiting()  # its slot is free again
 
     async def _fire_schedules(self, session: AsyncSession, now: datetime) -> None:
         from mlops.pipelines.service import PipelineService
@@ -254,16 +262,29 @@ class PipelineEngine:
             pipeline.next_fire_at = next_fire_time(
                 pipeline.schedule_cron, pipeline.schedule_timezone, now
             )
-            self.dirty.add(run.id)
+            self.dirty[run.id] = None
 
     async def _drain_results(self) -> None:
         while not self.results.empty():
             result = self.results.get_nowait()
             run_id = await self._apply_result(result)
             if run_id is not None:
-                self.dirty.add(run_id)
-            self.dirty |= self.waiting  # a slot is free again
-            self.waiting.clear()
+                self.dirty[run_id] = None
+            self._wake_waiting()  # a slot is free again
+
+    def _wake_waiting(self) -> None:
+        """Mark the oldest waiting runs dirty, as many as there are free slots (all of them
+        when a backend has no limit); the others stay asleep."""
+        if not self.waiting:
+            return
+        free: int | None = 0
+        for backend in self.backends.values():
+            slots = backend.free_slots()
+            free = None if slots is None or free is None else free + slots
+        oldest = sorted(self.waiting, key=self.waiting.__getitem__)
+        for run_id in oldest if free is None else oldest[: max(free, 1)]:
+            del self.waiting[run_id]
+            self.dirty[run_id] = None
 
     async def _apply_result(self, result: StepResult) -> uuid.UUID | None:
         self.inflight.pop(result.task_id, None)
@@ -367,7 +388,7 @@ class PipelineEngine:
                 if task is not None:
                     launches.append((run.backend, task))
                 elif step.status == StepStatus.PENDING:
-                    self.waiting.add(run.id)
+                    self.waiting[run.id] = run.created_at
         return launches
 
     async def _prepare(

@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -106,8 +107,33 @@ class Worker:
                 self.protocol.write(json.dumps(result) + "\n")
                 self.protocol.flush()
             except BrokenPipeError:  # the parent stopped listening
+                _discard(self.protocol)
                 return 0
         return 0
+
+
+def _discard(stream: TextIO) -> None:
+    """Point a dead pipe's descriptor at /dev/null, so closing it does not retry the flush."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker when the process that started it dies (a service killed
+    with -9 must not leave workers finishing steps, or hung ones running for ever). Elsewhere,
+    end of file on stdin still stops the worker after its current task."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _open_log(log_path: str | None) -> int:
@@ -133,6 +159,7 @@ def _result(task_id: Any, outcome: Outcome) -> dict[str, Any]:
 def main(preload: bool = False) -> int:
     """Take over stdin/stdout as the protocol channel and serve tasks until stdin closes."""
     sys.stdout.flush()
+    _die_with_parent()
     # Private, non-inheritable copies: neither steps nor their child processes can reach them.
     protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
     tasks = os.fdopen(os.dup(0), "r", encoding="utf-8")

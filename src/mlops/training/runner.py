@@ -35,6 +35,8 @@ ATTR_PARENT_RUN = "mlflow_parent_run_id"
 ATTR_DIGEST = "dataset_digest"
 ATTR_STARTED = "started_at"
 ATTR_ERROR = "error"
+ATTR_WORKER = "worker"
+ATTR_RESULT = "result"
 # When this many trials have all failed and none succeeded, the job stops: the cause is the
 # data or the space, and more trials would only repeat it.
 FAILED_TRIALS_BEFORE_GIVING_UP = 3
@@ -166,6 +168,10 @@ def search(spec: TrainingJobSpec, study_name: str, data: TrainingData, worker: i
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     estimator, space = spec.resolved()
     study = _study(spec, study_name, worker)
+    earlier = len(study.get_trials(deepcopy=False))
+    if earlier and spec.sampler.seed is not None:
+        # a resumed worker must not replay the random start-up suggestions of its first attempt
+        study.sampler = make_sampler(spec.sampler.type, spec.sampler.seed + worker + 7919 * earlier)
     attrs = study.user_attrs
     experiment_id, parent_run_id = attrs[ATTR_EXPERIMENT], attrs[ATTR_PARENT_RUN]
     deadline = float(attrs[ATTR_STARTED]) + spec.timeout_seconds
@@ -180,6 +186,7 @@ def search(spec: TrainingJobSpec, study_name: str, data: TrainingData, worker: i
     )
 
     def recorded(trial: optuna.Trial) -> float:
+        trial.set_user_attr(ATTR_WORKER, worker)
         try:
             return objective(trial)
         except optuna.TrialPruned:
@@ -197,7 +204,7 @@ def search(spec: TrainingJobSpec, study_name: str, data: TrainingData, worker: i
         pending.append(logger.submit(tracking.log_trial, experiment_id, parent_run_id, trial))
 
     try:
-        return _run_trials(spec, study, recorded, log, deadline)
+        return _run_trials(spec, study, recorded, log, deadline, worker)
     finally:
         logger.shutdown(wait=True)
         failures = [f.exception() for f in pending if f.exception() is not None]
@@ -211,23 +218,29 @@ def _run_trials(
     objective: Callable[[optuna.Trial], float],
     log: Callable[[optuna.Study, optuna.trial.FrozenTrial], None],
     deadline: float,
+    worker: int,
 ) -> int:
     import optuna
 
+    quota = worker_quota(spec.n_trials, spec.parallelism, worker)
     ran = 0
     while time.time() < deadline:
         optuna.storages.fail_stale_trials(study)
-        counts = count_trials(study)
-        if counts.finished >= spec.n_trials:
-            break
+        counts = count_trials(study, worker)
         if counts.failed >= FAILED_TRIALS_BEFORE_GIVING_UP and counts.succeeded == 0:
             raise StepError(f"the first {counts.failed} trials all failed: {counts.first_error}")
-        if counts.finished + counts.running >= spec.n_trials:
-            time.sleep(0.2)  # the last trials run elsewhere (or are stale and will be failed)
-            continue
+        if counts.finished >= spec.n_trials or counts.finished_by_worker >= quota:
+            break
         study.optimize(objective, n_trials=1, callbacks=[log], catch=(Exception,))
         ran += 1
     return ran
+
+
+def worker_quota(n_trials: int, parallelism: int, worker: int) -> int:
+    """This worker's fixed share of the trials. Counting the shared study and then starting a
+    trial is not atomic: with one shared count, two workers both take the last trial."""
+    share, extra = divmod(n_trials, parallelism)
+    return share + (1 if worker < extra else 0)
 
 
 @dataclass(frozen=True)
@@ -236,26 +249,33 @@ class TrialCounts:
     failed: int  # the objective raised (not stale trials of a dead worker)
     running: int
     first_error: str | None
+    finished_by_worker: int = 0  # of the worker asked about
 
     @property
     def finished(self) -> int:
         return self.succeeded + self.failed
 
 
-def count_trials(study: optuna.Study) -> TrialCounts:
+def count_trials(study: optuna.Study, worker: int | None = None) -> TrialCounts:
+    """Finished trials count toward ``n_trials``: complete, pruned, or failed by the objective
+    (a trial a dead worker left behind is failed without an error, and run again)."""
     from optuna.trial import TrialState
 
-    succeeded = failed = running = 0
+    succeeded = failed = running = mine = 0
     first_error = None
     for trial in study.get_trials(deepcopy=False):
         if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
             succeeded += 1
         elif trial.state == TrialState.RUNNING:
             running += 1
+            continue
         elif trial.state == TrialState.FAIL and ATTR_ERROR in trial.user_attrs:
             failed += 1
             first_error = first_error or trial.user_attrs[ATTR_ERROR]
-    return TrialCounts(succeeded, failed, running, first_error)
+        else:
+            continue
+        mine += worker is not None and trial.user_attrs.get(ATTR_WORKER) == worker
+    return TrialCounts(succeeded, failed, running, first_error, mine)
 
 
 def finalize(
@@ -270,6 +290,8 @@ def finalize(
     estimator, _ = spec.resolved()
     study = _study(spec, study_name)
     attrs = study.user_attrs
+    if ATTR_RESULT in attrs:  # a retry after the model was registered: not a second version
+        return dict(attrs[ATTR_RESULT])
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         counts = count_trials(study)
@@ -295,8 +317,7 @@ def finalize(
             tracking.TAG_METRIC_VALUE: repr(best_value),
         },
     )
-    tracking.finish_run(attrs[ATTR_PARENT_RUN])
-    return {
+    result = {
         "best_value": best_value,
         "best_params": best.params,
         "best_trial": best.number,
@@ -308,3 +329,6 @@ def finalize(
         "parent_run_id": attrs[ATTR_PARENT_RUN],
         "dataset_digest": attrs[ATTR_DIGEST],
     }
+    study.set_user_attr(ATTR_RESULT, result)
+    tracking.finish_run(attrs[ATTR_PARENT_RUN])
+    return result

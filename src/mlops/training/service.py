@@ -27,6 +27,7 @@ from mlops.steps.framework import StepError
 from mlops.steps.library.training import job_study
 from mlops.training.catalogue import CatalogueError
 from mlops.training.models import TrainingJob
+from mlops.training.runner import ATTR_ERROR
 from mlops.training.schemas import JobOut, JobResult, JobSummary, Progress, TrialOut
 from mlops.training.spec import TrainingJobSpec
 
@@ -170,7 +171,13 @@ class TrainingService:
         if trials is None:
             return None
         states = [trial.state.name for trial in trials]
-        finished = [t for t in trials if t.datetime_complete is not None]
+        # a trial a dead worker left behind fails without an error and is run again: not counted
+        finished = [
+            t
+            for t in trials
+            if t.state.name in ("COMPLETE", "PRUNED")
+            or (t.state.name == "FAIL" and ATTR_ERROR in t.user_attrs)
+        ]
         complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
         values = [float(t.value) for t in complete if t.value is not None]
         best = (max(values) if spec.direction == "maximize" else min(values)) if values else None
@@ -194,7 +201,7 @@ class TrainingService:
             trials_finished=len(finished),
             trials_complete=states.count("COMPLETE"),
             trials_pruned=states.count("PRUNED"),
-            trials_failed=states.count("FAIL"),
+            trials_failed=len(finished) - states.count("COMPLETE") - states.count("PRUNED"),
             trials_running=states.count("RUNNING") if running else 0,
             best_value=best,
             elapsed_seconds=elapsed,
