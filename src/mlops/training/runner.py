@@ -10,11 +10,13 @@ the parent run are found by name and resumed, never duplicated.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from mlops.steps.framework import StepError
@@ -195,21 +197,29 @@ def search(spec: TrainingJobSpec, study_name: str, data: TrainingData, worker: i
             trial.set_user_attr(ATTR_ERROR, f"{type(exc).__name__}: {exc}"[:2000])
             raise
 
-    # Trials are logged to MLflow by a thread of their own, off the trials' path (50-100 ms a
-    # trial on a local store, more on a server); all are written before the worker returns.
-    logger = ThreadPoolExecutor(1, thread_name_prefix="mlflow-trials")
+    # Trials are logged to MLflow by a process of their own, off the trials' path: on the
+    # embedded store each costs 30-50 ms of Python, which in a thread would hold the GIL the
+    # trials need. All are written before the worker returns.
     pending: list[Future[None]] = []
 
     def log(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        pending.append(logger.submit(tracking.log_trial, experiment_id, parent_run_id, trial))
+        pending.append(
+            trial_logger().submit(tracking.log_trial, experiment_id, parent_run_id, trial)
+        )
 
     try:
         return _run_trials(spec, study, recorded, log, deadline, worker)
     finally:
-        logger.shutdown(wait=True)
         failures = [f.exception() for f in pending if f.exception() is not None]
         if failures:
             print(f"{len(failures)} trials could not be logged to MLflow: {failures[0]}")
+
+
+@lru_cache(maxsize=1)
+def trial_logger() -> ProcessPoolExecutor:
+    """One logging process per worker process, started on first use and kept (a fresh
+    interpreter: forking a process with threads is unsafe)."""
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
 
 
 def _run_trials(
@@ -220,20 +230,40 @@ def _run_trials(
     deadline: float,
     worker: int,
 ) -> int:
+    """This worker's remaining share in one ``optimize`` call: the study is read once here,
+    not between trials (each read costs a query per trial)."""
     import optuna
+    from optuna.trial import TrialState
 
-    quota = worker_quota(spec.n_trials, spec.parallelism, worker)
-    ran = 0
-    while time.time() < deadline:
-        optuna.storages.fail_stale_trials(study)
-        counts = count_trials(study, worker)
-        if counts.failed >= FAILED_TRIALS_BEFORE_GIVING_UP and counts.succeeded == 0:
-            raise StepError(f"the first {counts.failed} trials all failed: {counts.first_error}")
-        if counts.finished >= spec.n_trials or counts.finished_by_worker >= quota:
-            break
-        study.optimize(objective, n_trials=1, callbacks=[log], catch=(Exception,))
-        ran += 1
-    return ran
+    optuna.storages.fail_stale_trials(study)
+    counts = count_trials(study, worker)
+    remaining = worker_quota(spec.n_trials, spec.parallelism, worker) - counts.finished_by_worker
+    if remaining <= 0 or counts.finished >= spec.n_trials or time.time() >= deadline:
+        return 0
+    tally = {"succeeded": counts.succeeded, "failed": counts.failed, "ran": 0}
+    first_error = [counts.first_error] if counts.first_error else []
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        log(study, trial)
+        tally["ran"] += 1
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            tally["succeeded"] += 1
+        elif ATTR_ERROR in trial.user_attrs:
+            tally["failed"] += 1
+            first_error.append(trial.user_attrs[ATTR_ERROR])
+        if tally["failed"] >= FAILED_TRIALS_BEFORE_GIVING_UP and tally["succeeded"] == 0:
+            study.stop()
+
+    study.optimize(
+        objective,
+        n_trials=remaining,
+        timeout=deadline - time.time(),
+        callbacks=[after_trial],
+        catch=(Exception,),
+    )
+    if tally["failed"] >= FAILED_TRIALS_BEFORE_GIVING_UP and tally["succeeded"] == 0:
+        raise StepError(f"the first {tally['failed']} trials all failed: {first_error[0]}")
+    return tally["ran"]
 
 
 def worker_quota(n_trials: int, parallelism: int, worker: int) -> int:

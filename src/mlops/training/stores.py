@@ -85,10 +85,12 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBS
     """One RDB storage per URL and process (it holds a connection pool)."""
     import optuna
 
-    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}
         _speed_up_sqlite()
+    else:  # a server may drop idle connections; a file cannot (and a ping costs a query)
+        engine_kwargs["pool_pre_ping"] = True
     with _sqlite_file_lock(url):
         if not url.startswith("sqlite"):
             _ensure_schema(url)
