@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     import optuna
 
 
+MEDIAN_WARMUP_STEPS = 1  # the median pruner judges a trial from its second fold on
+
+
 @dataclass(frozen=True)
 class Validation:
     """Cross-validation with ``cv_folds`` folds, or one ``holdout`` split (a fraction)."""
@@ -75,17 +78,32 @@ def make_objective(
     def objective(trial: optuna.Trial) -> float:
         params = space.suggest(trial)
         template = spec.build(task, params, seed=validation.seed)
+        # Each report and pruning check is a storage round trip: none after the last fold (the
+        # trial's value says it) and no check before the pruner may prune.
+        first_check = _first_prunable_step(trial.study.pruner)
         scores: list[float] = []
         for fold, (train, test) in enumerate(splits):
             model = clone(template)
             model.fit(_rows(x, train), _rows(y, train))
             scores.append(float(scorer(model, _rows(x, test), _rows(y, test))))
+            if fold == len(splits) - 1:
+                break
             trial.report(float(np.mean(scores)), fold)
-            if trial.should_prune():
+            if fold >= first_check and trial.should_prune():
                 raise optuna.TrialPruned()
         return float(np.mean(scores))
 
     return objective
+
+
+def _first_prunable_step(pruner: optuna.pruners.BasePruner) -> float:
+    import optuna
+
+    if isinstance(pruner, optuna.pruners.NopPruner):
+        return float("inf")
+    if isinstance(pruner, optuna.pruners.MedianPruner):
+        return MEDIAN_WARMUP_STEPS
+    return 0
 
 
 def _rows(data: Any, index: Any) -> Any:
@@ -107,4 +125,4 @@ def make_pruner(kind: Literal["median", "hyperband", "none"]) -> optuna.pruners.
         return optuna.pruners.HyperbandPruner()
     if kind == "none":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=MEDIAN_WARMUP_STEPS)
