@@ -238,3 +238,17 @@ async def test_steps_wait_pending_for_a_free_worker(client: httpx.AsyncClient) -
     assert run["status"] == "succeeded"
     assert most_running == 2  # MLOPS_LOCAL_WORKERS: the rest waited as pending, not running
     assert all(step["attempts"] == 1 for step in run["steps"])
+
+
+async def test_queued_runs_start_first_come_first_served(client: httpx.AsyncClient) -> None:
+    await apply(
+        client, {"name": "nap", "steps": [python_step("nap", "sleep", kwargs={"seconds": 0.3})]}
+    )
+    run_ids = []
+    for _ in range(8):  # submitted while earlier ones wait and slots free up
+        run_ids.append((await start(client, "nap"))["id"])
+        await asyncio.sleep(0.1)
+    runs = [await wait_for(client, run_id) for run_id in run_ids]
+    assert all(run["status"] == "succeeded" for run in runs)
+    started = [run["steps"][0]["started_at"] for run in runs]  # when the step got a worker
+    assert started == sorted(started), started  # 2 workers, 8 runs: in submission order

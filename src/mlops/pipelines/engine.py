@@ -328,6 +328,8 @@ class PipelineEngine:
                 return
             pipeline_name = run.pipeline_name
             slots = (await self.backend(run.backend)).free_slots()
+            if slots and self.waiting and run.created_at > min(self.waiting.values()):
+                slots = 0  # older runs wait for a slot: first come, first served
             steps = (
                 await session.scalars(
                     select(StepRun).where(StepRun.run_id == run_id).order_by(StepRun.position)
