@@ -1,5 +1,4 @@
-"""Training: hyperparameter search with Optuna over a catalogue of scikit-learn estimators.
-
-Not yet listed in ``mlops.domains``: the job API, MLflow tracking and the registry come next
-(issue 4); this package holds the pure search logic they will use.
-"""
+"""Training: hyperparameter search jobs with Optuna over a catalogue of scikit-learn estimators,
+tracked and registered in MLflow. A job runs as a run of the system pipeline ``_training``
+(``service.py``); its phases run in step processes (``runner.py``, through the step types in
+``mlops.steps.library.training``)."""
