@@ -41,6 +41,16 @@ class Page(BaseModel, Generic[ItemT]):
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
 
+def page_of(items: list[ItemT], page: PageParams) -> Page[ItemT]:
+    """One page of a list already in memory (what comes from outside the database)."""
+    return Page[ItemT](
+        items=items[page.offset : page.offset + page.limit],
+        total=len(items),
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
 async def paginate(
     session: AsyncSession, query: Select[Any], page: PageParams, schema: type[SchemaT]
 ) -> Page[SchemaT]:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from mlops.core.database import SessionDep
-from mlops.core.pagination import Page, PageDep, paginate
+from mlops.core.pagination import Page, PageDep, page_of, paginate
 from mlops.core.settings import Settings, SettingsDep
 from mlops.pipelines.engine import PipelineEngine
 from mlops.pipelines.states import RunStatus
@@ -133,8 +133,7 @@ async def list_trials(
         Query(description="Only trials in this state."),
     ] = None,
 ) -> Page[TrialOut]:
-    items, total = await service.trials(await service.get(job_id), state, page.limit, page.offset)
-    return Page[TrialOut](items=items, total=total, limit=page.limit, offset=page.offset)
+    return page_of(await service.trials(await service.get(job_id), state), page)
 
 
 @router.post(
@@ -179,13 +178,7 @@ MISSING: dict[int | str, dict[str, Any]] = {
     "", summary="Registered models", response_model=Page[RegisteredModelOut], responses=MISSING
 )
 async def list_models(_: Read, models: RegistryDep, page: PageDep) -> Page[RegisteredModelOut]:
-    found = await run_in_threadpool(models.models)
-    return Page[RegisteredModelOut](
-        items=found[page.offset : page.offset + page.limit],
-        total=len(found),
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page_of(await run_in_threadpool(models.models), page)
 
 
 @models_router.get(
@@ -207,13 +200,7 @@ async def get_model(name: str, _: Read, models: RegistryDep) -> RegisteredModelO
 async def list_versions(
     name: str, _: Read, models: RegistryDep, page: PageDep
 ) -> Page[ModelVersionOut]:
-    found = await run_in_threadpool(models.versions, name)
-    return Page[ModelVersionOut](
-        items=found[page.offset : page.offset + page.limit],
-        total=len(found),
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page_of(await run_in_threadpool(models.versions, name), page)
 
 
 @models_router.get(

@@ -167,6 +167,8 @@ class TrainingService:
         )
 
     def _progress(self, job: TrainingJob, spec: TrainingJobSpec) -> Progress | None:
+        if job.run.status == RunStatus.QUEUED:
+            return None  # not started: no study yet, so no storage read (submission answers this)
         trials = self._trials(job)
         if trials is None:
             return None
@@ -219,13 +221,9 @@ class TrainingService:
         trials: list[Any] = storage.get_all_trials(study_id, deepcopy=False)
         return trials
 
-    async def trials(
-        self, job: TrainingJob, state: str | None, limit: int, offset: int
-    ) -> tuple[list[TrialOut], int]:
+    async def trials(self, job: TrainingJob, state: str | None) -> list[TrialOut]:
         trials = await run_in_threadpool(self._trials, job) or []
-        if state:
-            trials = [t for t in trials if t.state.name.lower() == state]
-        return [_trial_out(t) for t in trials[offset : offset + limit]], len(trials)
+        return [_trial_out(t) for t in trials if not state or t.state.name.lower() == state]
 
     async def cancel(self, job_id: uuid.UUID) -> TrainingJob:
         job = await self.get(job_id)

@@ -28,6 +28,15 @@ def client() -> MlflowClient:
     return open_tracking(mlflow_tracking_uri())
 
 
+def use_store() -> None:
+    """Point MLflow's module-level API (``log_model``, ``register_model``, ``load_model``) at
+    the store this process tracks in."""
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    mlflow.set_registry_uri(mlflow_tracking_uri())
+
+
 def experiment_for(name: str) -> str:
     """The id of experiment ``name``, created if missing (safe when two processes race)."""
     from mlflow.exceptions import MlflowException
@@ -107,8 +116,7 @@ def log_model(
     import skops.io
     from mlflow.models import infer_signature
 
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
-    mlflow.set_registry_uri(mlflow_tracking_uri())
+    use_store()
     example = sample.head(5)
     signature = infer_signature(example, model.predict(example))
     trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))  # our own model's types
@@ -131,8 +139,7 @@ def register(model_uri: str, name: str, tags: dict[str, str], alias: str | None 
     """A new version of ``name`` from ``model_uri``, tagged, optionally with ``alias``."""
     import mlflow
 
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
-    mlflow.set_registry_uri(mlflow_tracking_uri())
+    use_store()
     version = mlflow.register_model(model_uri, name, tags=tags)
     if alias:
         client().set_registered_model_alias(name, alias, version.version)

@@ -16,7 +16,6 @@ from mlops.steps.datasets import load_dataset
 from mlops.steps.framework import StepContext, StepError, StepType, register_step_type
 from mlops.training import tracking
 from mlops.training.spec import MODEL_NAME_PATTERN
-from mlops.training.stores import mlflow_tracking_uri
 
 _THRESHOLD = re.compile(r"^\s*([a-z0-9_]+)\s*(>=|<=|>|<)\s*(-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
@@ -117,8 +116,7 @@ class Evaluate(StepType):
             raise StepError(f"target column {params.target!r} is not in {params.dataset}")
         if len(frame) == 0:
             raise StepError(f"{params.dataset} has no rows to evaluate on")
-        mlflow.set_tracking_uri(mlflow_tracking_uri())
-        mlflow.set_registry_uri(mlflow_tracking_uri())
+        tracking.use_store()
         try:
             model = mlflow.sklearn.load_model(params.model_uri)
         except Exception as exc:
