@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import optuna
 import pandas as pd
 import pytest
 from pydantic import ValidationError
@@ -15,7 +16,7 @@ from mlops.steps.library.models import (
     compute_metrics,
 )
 from mlops.training.catalogue import CatalogueError, Task
-from mlops.training.runner import dataset_digest, split_frame
+from mlops.training.runner import ATTR_WORKER, dataset_digest, fail_abandoned_trials, split_frame
 from mlops.training.spec import TrainingJobSpec
 
 
@@ -118,3 +119,26 @@ def test_thresholds_are_checked_when_the_pipeline_is_applied() -> None:
 def test_pandas_frames_keep_their_column_names() -> None:
     frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "target": [0, 1, 0, 1]})
     assert list(split_frame(frame, "target", Task.CLASSIFICATION, "x").features.columns) == ["a"]
+
+
+def test_a_retried_worker_fails_only_the_trials_it_left_running() -> None:
+    study = optuna.create_study()
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    left = {}
+    for worker in (0, 1, None):  # None: died before it could sign the trial
+        trial = study.ask()
+        if worker is not None:
+            trial.set_user_attr(ATTR_WORKER, worker)
+        left[worker] = trial.number
+
+    assert fail_abandoned_trials(study, 0) == [left[0]]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[0] == optuna.trial.TrialState.COMPLETE
+    assert states[left[0]] == optuna.trial.TrialState.FAIL
+    assert states[left[1]] == states[left[None]] == optuna.trial.TrialState.RUNNING
+
+    assert sorted(fail_abandoned_trials(study)) == sorted([left[1], left[None]])
+    assert {t.state for t in study.get_trials()} == {
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.FAIL,
+    }

@@ -69,9 +69,6 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("MLOPS_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
         description="An MLflow server; default: a SQLite store under data_dir/mlflow.",
     )
-    training_heartbeat_seconds: int = Field(
-        default=5, ge=1, le=300, description="Optuna trial heartbeat; a silent trial is stale."
-    )
 
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     log_level: str = "INFO"
@@ -147,7 +144,6 @@ class Settings(BaseSettings):
             "MLOPS_OPTUNA_STORAGE": self.optuna_storage_url,
             "MLOPS_MLFLOW_TRACKING_URI": self.effective_mlflow_uri,
             "MLOPS_DATA_DIR": str(self.data_dir.resolve()),
-            "MLOPS_TRAINING_HEARTBEAT_SECONDS": str(self.training_heartbeat_seconds),
         }
 
     @property

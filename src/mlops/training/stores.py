@@ -37,10 +37,6 @@ def mlflow_tracking_uri() -> str:
     return _from_environment("MLOPS_MLFLOW_TRACKING_URI", "effective_mlflow_uri")
 
 
-def heartbeat_seconds() -> int:
-    return int(_from_environment("MLOPS_TRAINING_HEARTBEAT_SECONDS", "training_heartbeat_seconds"))
-
-
 @contextmanager
 def _sqlite_file_lock(url: str) -> Iterator[None]:
     """Serialise the first opening of a SQLite store across processes: both Optuna and MLflow
@@ -81,7 +77,7 @@ def _speed_up_sqlite() -> None:
 
 
 @lru_cache(maxsize=4)
-def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBStorage:
+def open_storage(url: str) -> optuna.storages.RDBStorage:
     """One RDB storage per URL and process (it holds a connection pool)."""
     import optuna
 
@@ -94,12 +90,7 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBS
     with _sqlite_file_lock(url):
         if not url.startswith("sqlite"):
             _ensure_schema(url)
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat,
-            grace_period=None if heartbeat is None else heartbeat * 3,
-        )
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
 
 
 def _ensure_schema(url: str) -> None:
