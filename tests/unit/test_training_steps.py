@@ -142,3 +142,35 @@ def test_a_retried_worker_fails_only_the_trials_it_left_running() -> None:
         optuna.trial.TrialState.COMPLETE,
         optuna.trial.TrialState.FAIL,
     }
+
+
+def test_the_median_pruner_reads_completed_trials_once_per_trial() -> None:
+    from mlops.training.search import make_pruner
+
+    study = optuna.create_study(direction="maximize")
+    for curve in ([0.9, 0.9, 0.9], [0.8, 0.85, 0.9], [0.7, 0.8, 0.9], [0.6, 0.7, 0.8]):
+        trial = study.ask()
+        for step, value in enumerate(curve):
+            trial.report(value, step)
+        study.tell(trial, curve[-1])
+    reads: list[object] = []
+    get_trials = study.get_trials
+
+    def counted(*args: object, **kwargs: object) -> list[optuna.trial.FrozenTrial]:
+        reads.append(kwargs.get("states"))
+        return get_trials(*args, **kwargs)  # type: ignore[arg-type]
+
+    study.get_trials = counted  # type: ignore[method-assign]
+    pruner, median = make_pruner("median"), optuna.pruners.MedianPruner(3, 1)
+    decisions = []
+    for curve in ([0.95, 0.96, 0.97], [0.5, 0.55, 0.6]):
+        trial = study.ask()
+        for step, value in enumerate(curve):
+            trial.report(value, step)
+            frozen = study._storage.get_trial(trial._trial_id)
+            decisions.append((pruner.prune(study, frozen), median.prune(study, frozen)))
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert all(ours == optunas for ours, optunas in decisions), decisions
+    assert {ours for ours, _ in decisions} == {True, False}, decisions
+    # per trial: one read for ours, one per step for Optuna's
+    assert len(reads) == 2 * (1 + 3), reads

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -41,6 +42,7 @@ ATTR_RESULT = "result"
 # When this many trials have all failed and none succeeded, the job stops: the cause is the
 # data or the space, and more trials would only repeat it.
 FAILED_TRIALS_BEFORE_GIVING_UP = 3
+LOGGER_NICENESS = 10
 
 
 @dataclass(frozen=True)
@@ -214,8 +216,14 @@ def search(spec: TrainingJobSpec, study_name: str, data: TrainingData, worker: i
 @lru_cache(maxsize=1)
 def trial_logger() -> ProcessPoolExecutor:
     """One logging process per worker process, started on first use and kept (a fresh
-    interpreter: forking a process with threads is unsafe)."""
-    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    interpreter: forking a process with threads is unsafe), at a lower priority: where it
+    competes with a trial for a core, the trial goes first."""
+    return ProcessPoolExecutor(
+        1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=os.nice,
+        initargs=(LOGGER_NICENESS,),
+    )
 
 
 def _run_trials(

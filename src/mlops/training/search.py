@@ -101,7 +101,9 @@ def _first_prunable_step(pruner: optuna.pruners.BasePruner) -> float:
 
     if isinstance(pruner, optuna.pruners.NopPruner):
         return float("inf")
-    if isinstance(pruner, optuna.pruners.MedianPruner):
+    from mlops.training.pruning import ReadOncePerTrial
+
+    if isinstance(pruner, ReadOncePerTrial | optuna.pruners.MedianPruner):
         return MEDIAN_WARMUP_STEPS
     return 0
 
@@ -125,4 +127,7 @@ def make_pruner(kind: Literal["median", "hyperband", "none"]) -> optuna.pruners.
         return optuna.pruners.HyperbandPruner()
     if kind == "none":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=MEDIAN_WARMUP_STEPS)
+    from mlops.training.pruning import ReadOncePerTrial
+
+    median = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=MEDIAN_WARMUP_STEPS)
+    return ReadOncePerTrial(median)
