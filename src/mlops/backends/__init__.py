@@ -1,33 +1,105 @@
 """Orchestrator backends: one module each, behind ``base.OrchestratorBackend``.
 
-Backends are imported lazily by name, so an unused backend's SDK is never loaded.
+Each backend is a flavor: a name, a lazily imported implementation (an unused backend's SDK is
+never loaded) and, unless it needs none, the settings block that configures it. A pipeline may
+only name a backend that is configured on this service.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
-from mlops.backends.base import OrchestratorBackend, ResultSink
+from mlops.backends.base import BackendHealth, OrchestratorBackend, ResultSink
 
-# name -> "module:class"; a backend not listed here does not exist.
-BACKENDS: dict[str, str] = {"local": "mlops.backends.local:LocalBackend"}
+
+@dataclass(frozen=True)
+class Flavor:
+    name: str
+    implementation: str  # "module:Class"
+    summary: str
+    settings_block: str | None = None  # the Settings field holding its configuration
+
+    def configured(self, settings: Any) -> bool:
+        return self.settings_block is None or getattr(settings, self.settings_block) is not None
+
+    @property
+    def how_to_configure(self) -> str:
+        if self.settings_block is None:
+            return "nothing to configure"
+        return f"set MLOPS_{self.settings_block.upper()}__* (see the README)"
+
+    def implementation_class(self) -> type[OrchestratorBackend]:
+        module_name, class_name = self.implementation.split(":")
+        found: type[OrchestratorBackend] = getattr(import_module(module_name), class_name)
+        return found
+
+
+# A backend not listed here does not exist.
+FLAVORS: dict[str, Flavor] = {
+    flavor.name: flavor
+    for flavor in (
+        Flavor(
+            "local",
+            "mlops.backends.local:LocalBackend",
+            "A bounded pool of worker processes on the service's machine.",
+        ),
+        Flavor(
+            "kubernetes",
+            "mlops.backends.kubernetes:KubernetesBackend",
+            "Each step attempt a batch/v1 Job in one namespace of a cluster.",
+            settings_block="kubernetes",
+        ),
+    )
+}
 
 
 class UnknownBackend(KeyError):
     def __init__(self, name: str) -> None:
-        super().__init__(f"unknown backend {name!r}; valid: {', '.join(sorted(BACKENDS))}")
+        super().__init__(f"unknown backend {name!r}; valid: {', '.join(sorted(FLAVORS))}")
 
 
 def backend_names() -> tuple[str, ...]:
-    return tuple(sorted(BACKENDS))
+    return tuple(sorted(FLAVORS))
+
+
+def configured_backends(settings: Any) -> tuple[str, ...]:
+    return tuple(name for name in sorted(FLAVORS) if FLAVORS[name].configured(settings))
+
+
+def backend_problem(name: str, settings: Any) -> str | None:
+    """Why a pipeline cannot run on ``name`` here, or None when it can."""
+    flavor = FLAVORS.get(name)
+    if flavor is None:
+        return f"unknown backend {name!r}; valid: {', '.join(sorted(FLAVORS))}"
+    if not flavor.configured(settings):
+        return (
+            f"backend {name!r} is not configured on this service ({flavor.how_to_configure}); "
+            f"configured: {', '.join(configured_backends(settings))}"
+        )
+    return None
 
 
 def create_backend(name: str, sink: ResultSink, settings: Any) -> OrchestratorBackend:
     try:
-        module_name, class_name = BACKENDS[name].split(":")
+        flavor = FLAVORS[name]
     except KeyError:
         raise UnknownBackend(name) from None
-    backend_class = getattr(import_module(module_name), class_name)
+    backend_class: Any = flavor.implementation_class()
     backend: OrchestratorBackend = backend_class(sink=sink, settings=settings)
     return backend
+
+
+async def check_health(name: str, settings: Any) -> BackendHealth:
+    """Whether ``name`` can run steps now, asked of its implementation (not of a running
+    instance: this process may not be the one running the engine)."""
+    flavor = FLAVORS[name]
+    if not flavor.configured(settings):
+        return BackendHealth(ok=False, detail=f"not configured: {flavor.how_to_configure}")
+    try:
+        backend_class: Any = flavor.implementation_class()
+        health: BackendHealth = await backend_class.check_health(settings)
+    except Exception as exc:  # a probe must answer, whatever the backend raises
+        return BackendHealth(ok=False, detail=f"{type(exc).__name__}: {exc}")
+    return health

@@ -56,10 +56,20 @@ class StepResult:
 ResultSink = Callable[[StepResult], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class BackendHealth:
+    ok: bool
+    detail: str
+
+
 class OrchestratorBackend(Protocol):
     """Runs step attempts and reports each one's result to the sink it was built with."""
 
     name: ClassVar[str]
+
+    @classmethod
+    async def check_health(cls, settings: Any) -> BackendHealth:
+        """Whether steps can run on this backend now, from its configuration alone."""
 
     async def start(self) -> None:
         """Acquire what the backend needs (worker processes, clients, credentials)."""

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any, ClassVar
 
-from mlops.backends.base import ResultSink, StepResult, StepTask
+from mlops.backends.base import BackendHealth, ResultSink, StepResult, StepTask
 
 logger = logging.getLogger("mlops.backends.local")
 _LINE_LIMIT = 64 * 1024 * 1024  # one result line may carry large outputs
@@ -40,6 +40,12 @@ class LocalBackend:
         self.slots = [_Slot() for _ in range(self.size)]
         self.cancelled: set[str] = set()
         self.runners: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def check_health(cls, settings: Any) -> BackendHealth:
+        return BackendHealth(
+            ok=True, detail=f"{settings.local_workers} worker processes on the service's machine"
+        )
 
     async def start(self) -> None:
         for slot in self.slots:

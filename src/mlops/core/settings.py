@@ -18,6 +18,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlops.backends.config import KubernetesConfig
+
 DEVELOPMENT_JWT_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused in production
 MIN_PRODUCTION_SECRET_LENGTH = 32
 MIN_BOOTSTRAP_KEY_LENGTH = 24
@@ -32,7 +34,9 @@ class Environment(StrEnum):
 class Settings(BaseSettings):
     """Every knob of the service. No variable set means the embedded default."""
 
-    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="MLOPS_", env_nested_delimiter="__", extra="ignore", populate_by_name=True
+    )
 
     env: Environment = Environment.DEVELOPMENT
     host: str = "127.0.0.1"
@@ -58,8 +62,13 @@ class Settings(BaseSettings):
     rate_limit_anonymous: str = "60/minute"
     rate_limit_fail_open: bool = True
 
-    pipeline_backend: str = "local"
+    pipeline_backend: str = Field(
+        default="local", description="The backend of pipelines that do not name one."
+    )
     local_workers: int = Field(default=2, ge=1, le=64)
+    kubernetes: KubernetesConfig | None = Field(
+        default=None, description="The kubernetes backend's block: MLOPS_KUBERNETES__NAMESPACE, ..."
+    )
     artifact_root: str | None = Field(
         default=None, description="Local folder or fsspec URI; default: data_dir/artifacts."
     )
@@ -108,6 +117,15 @@ class Settings(BaseSettings):
                 f"MLOPS_BOOTSTRAP_ADMIN_KEY must be at least {MIN_BOOTSTRAP_KEY_LENGTH} "
                 "characters when MLOPS_ENV=production"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _default_backend_is_usable(self) -> Settings:
+        from mlops.backends import backend_problem
+
+        problem = backend_problem(self.pipeline_backend, self)
+        if problem:
+            raise ValueError(f"MLOPS_PIPELINE_BACKEND: {problem}")
         return self
 
     @property

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from mlops.backends import backend_names
+from mlops.backends import FLAVORS, backend_problem, check_health
 from mlops.core.database import SessionDep
 from mlops.core.errors import InvalidFields
 from mlops.core.pagination import Page, PageDep, paginate
@@ -17,6 +18,7 @@ from mlops.pipelines.engine import PipelineEngine
 from mlops.pipelines.logs import follow_log, read_log, step_log_path
 from mlops.pipelines.models import PipelineRun, StepRun
 from mlops.pipelines.schemas import (
+    BackendOut,
     PipelineApplied,
     PipelineOut,
     PipelineVersionOut,
@@ -40,7 +42,9 @@ Write = Annotated[Principal, Depends(require(Permission.PIPELINES_WRITE))]
 
 async def pipeline_service(session: SessionDep, settings: SettingsDep) -> PipelineService:
     return PipelineService(
-        session, default_backend=settings.pipeline_backend, backends=backend_names()
+        session,
+        default_backend=settings.pipeline_backend,
+        backend_problem=lambda name: backend_problem(name, settings),
     )
 
 
@@ -127,6 +131,26 @@ async def step_logs(
     return StreamingResponse(
         follow_log(path, tail, database, step_run.id, chosen), media_type="text/plain"
     )
+
+
+@router.get(
+    "/backends",
+    summary="The orchestrator backends, whether each is configured, and its health",
+    response_model=list[BackendOut],
+)
+async def list_backends(_: Read, settings: SettingsDep) -> list[BackendOut]:
+    healths = await asyncio.gather(*(check_health(name, settings) for name in sorted(FLAVORS)))
+    return [
+        BackendOut(
+            name=name,
+            summary=FLAVORS[name].summary,
+            default=name == settings.pipeline_backend,
+            configured=FLAVORS[name].configured(settings),
+            healthy=health.ok,
+            detail=health.detail,
+        )
+        for name, health in zip(sorted(FLAVORS), healths, strict=True)
+    ]
 
 
 @router.post(

@@ -247,7 +247,6 @@ class PipelineEngine:
         service = PipelineService(
             session,
             default_backend=self.settings.pipeline_backend,
-            backends=(self.settings.pipeline_backend,),
         )
         for pipeline in due:
             fire_at = pipeline.next_fire_at
@@ -327,7 +326,12 @@ class PipelineEngine:
             if run is None:
                 return
             pipeline_name = run.pipeline_name
-            slots = (await self.backend(run.backend)).free_slots()
+            unavailable = None
+            try:
+                slots = (await self.backend(run.backend)).free_slots()
+            except Exception as exc:  # unconfigured, or its client cannot be built
+                logger.exception("backend %s could not start", run.backend)
+                slots, unavailable = 0, f"backend {run.backend!r} cannot start: {exc}"
             if slots and self.waiting and run.created_at > min(self.waiting.values()):
                 slots = 0  # older runs wait for a slot: first come, first served
             steps = (
@@ -339,6 +343,9 @@ class PipelineEngine:
             if run.status == RunStatus.CANCELLED:
                 cancelled_run = True
                 settle_cancelled(list(steps), now)
+            elif unavailable and run.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+                self._fail_unlaunchable(run, list(steps), unavailable, now)
+                finished = True
             elif run.status in (RunStatus.QUEUED, RunStatus.RUNNING):
                 if run.status == RunStatus.QUEUED:
                     run.status = RunStatus.RUNNING
@@ -445,6 +452,20 @@ class PipelineEngine:
             work_dir=str(Path(self.settings.data_dir) / "work" / str(run.id) / step.name),
             log_path=str(log_path),
         )
+
+    @staticmethod
+    def _fail_unlaunchable(
+        run: PipelineRun, steps: list[StepRun], reason: str, now: datetime
+    ) -> None:
+        """A run whose backend cannot start fails at once, with the reason; what never ran is
+        skipped (attempts already out are not the engine's to judge: none can be, as the
+        backend never started in this process)."""
+        for step in steps:
+            if step.status == StepStatus.PENDING:
+                step.status, step.finished_at, step.error = StepStatus.SKIPPED, now, reason
+        run.status, run.error, run.finished_at = RunStatus.FAILED, reason, now
+        run.started_at = run.started_at or now
+        record_run_finished(run.pipeline_name, run.status)
 
     def _finish_if_done(self, run: PipelineRun, steps: list[StepRun], now: datetime) -> None:
         if any(step.status not in FINAL_STEP for step in steps):

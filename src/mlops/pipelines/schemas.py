@@ -12,6 +12,15 @@ from mlops.pipelines.spec import PipelineSpec
 from mlops.pipelines.states import RunStatus, StepStatus
 
 
+class BackendOut(BaseModel):
+    name: str = Field(examples=["kubernetes"])
+    summary: str
+    default: bool = Field(description="Pipelines that name no backend run here.")
+    configured: bool = Field(description="Pipelines may name it (its settings block is set).")
+    healthy: bool = Field(description="It can run steps now, as far as a probe can tell.")
+    detail: str = Field(examples=["namespace mlops at https://10.0.0.1:6443"])
+
+
 class PipelineOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

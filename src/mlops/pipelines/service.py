@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,17 +38,23 @@ def digest_of(value: Any) -> str:
 
 
 class PipelineService:
-    def __init__(self, session: AsyncSession, *, default_backend: str, backends: tuple[str, ...]):
+    def __init__(
+        self,
+        session: AsyncSession,
+        *,
+        default_backend: str,
+        backend_problem: Callable[[str], str | None] | None = None,
+    ):
         self.session = session
         self.default_backend = default_backend
-        self.backends = backends
+        self.backend_problem = backend_problem
 
     # ---------------------------------------------------------------- definitions
 
     async def apply(
         self, spec: PipelineSpec, created_by: str
     ) -> tuple[Pipeline, PipelineVersion, bool]:
-        validate_pipeline(spec, backends=self.backends)
+        validate_pipeline(spec, backend_problem=self.backend_problem)
         document = spec.model_dump(mode="json", exclude_none=True)
         digest = digest_of(document)
         pipeline = await self.session.scalar(select(Pipeline).where(Pipeline.name == spec.name))
@@ -159,6 +166,9 @@ class PipelineService:
                 return existing, False
         stored = await self._version(pipeline, version or pipeline.latest_version)
         spec = PipelineSpec.model_validate(stored.spec)
+        problem = self.backend_problem(self.backend_of(spec)) if self.backend_problem else None
+        if problem:  # configured when the pipeline was applied, not any more
+            raise InvalidInput(problem, field=("backend",))
         resolved = _run_params(spec, params)
         now = datetime.now(UTC)
         run = PipelineRun(

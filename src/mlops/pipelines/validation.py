@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -23,13 +24,15 @@ from mlops.steps.framework import StepType, get_step_type, step_types
 Location = tuple[str | int, ...]
 
 
-def validate_pipeline(spec: PipelineSpec, *, backends: tuple[str, ...] | None = None) -> None:
-    """Raise ``SpecProblem`` listing every problem of ``spec``, or return if there is none."""
+def validate_pipeline(
+    spec: PipelineSpec, *, backend_problem: Callable[[str], str | None] | None = None
+) -> None:
+    """Raise ``SpecProblem`` listing every problem of ``spec``, or return if there is none.
+    ``backend_problem`` says why a backend cannot be used here (unknown, not configured)."""
     problems: list[tuple[Location, str]] = []
-    if backends is not None and spec.backend is not None and spec.backend not in backends:
-        problems.append(
-            (("backend",), f"unknown backend {spec.backend!r}; valid: {', '.join(backends)}")
-        )
+    problem = backend_problem(spec.backend) if backend_problem and spec.backend else None
+    if problem:
+        problems.append((("backend",), problem))
     names = Counter(step.name for step in spec.steps)
     known = set(names)
     for index, step in enumerate(spec.steps):

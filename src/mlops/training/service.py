@@ -230,7 +230,6 @@ class TrainingService:
         pipelines = PipelineService(
             self.session,
             default_backend=self.settings.pipeline_backend,
-            backends=(self.settings.pipeline_backend,),
         )
         await pipelines.cancel(job.run_id)
         return job
