@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from mlops.core.settings import Settings
 from tests.api.test_pipeline_definitions import example
+from tests.api.test_pipeline_runs import python_step, wait_for
 from tests.conftest import ADMIN, base_settings, client_for, free_port, running_app
 
 
@@ -101,3 +102,24 @@ def test_the_default_backend_must_be_configured(
         "ml",
         "registry.example/mlops:1.4",
     )
+
+
+async def test_a_run_whose_backend_cannot_start_fails_with_the_reason(tmp_path: Path) -> None:
+    settings = base_settings(
+        tmp_path,
+        kubernetes={
+            "namespace": "ml",
+            "image": "mlops:test",
+            "kubeconfig": tmp_path / "missing-kubeconfig",
+        },
+    )
+    async with running_app(settings) as app, client_for(app, **ADMIN) as client:
+        spec = {"name": "nowhere", "backend": "kubernetes", "steps": [python_step("a", "noop")]}
+        assert (await client.post("/api/v1/pipelines", json=spec)).status_code == 201
+        started = await client.post("/api/v1/pipelines/nowhere/runs", json={"params": {}})
+        assert started.status_code == 202, started.text
+        run = await wait_for(client, started.json()["id"])
+    assert run["status"] == "failed", run
+    assert "backend 'kubernetes' cannot start" in run["error"], run
+    assert "missing-kubeconfig" in run["error"], run
+    assert run["steps"][0]["status"] == "skipped", run

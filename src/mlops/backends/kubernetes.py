@@ -59,6 +59,8 @@ def api_client(config: KubernetesConfig) -> client.ApiClient:
     """Credentials from the named kubeconfig, in-cluster inside a pod, else ~/.kube/config;
     never the client's global configuration."""
     configuration = client.Configuration()
+    if config.kubeconfig is not None and not config.kubeconfig.is_file():
+        raise FileNotFoundError(f"no kubeconfig file at {config.kubeconfig}")
     if config.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         kube_config.load_incluster_config(client_configuration=configuration)
     else:
@@ -215,7 +217,29 @@ class KubernetesBackend:
 
     async def start(self) -> None:
         self.api = await asyncio.to_thread(api_client, self.config)
+        await self._stop_orphans()
         self.watcher = asyncio.create_task(self._watch(), name="kubernetes-watch")
+
+    async def _stop_orphans(self) -> None:
+        """Jobs a previous service process left running: the engine counts their attempts as
+        interrupted and runs them again, so they must not go on (as local workers die with
+        the service). Finished ones are left to their time-to-live."""
+        try:
+            jobs = await asyncio.to_thread(
+                self.batch.list_namespaced_job,
+                self.config.namespace,
+                label_selector=SELECTOR,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except (ApiException, urllib3.exceptions.HTTPError) as exc:
+            logger.warning("could not list earlier Jobs in %s: %s", self.config.namespace, exc)
+            return
+        for job in jobs.items:
+            if job_outcome(job)[0] == "running":
+                logger.info(
+                    "stopping Job %s, left running by an earlier process", job.metadata.name
+                )
+                await self._delete(job.metadata.name)
 
     async def close(self) -> None:
         self.stopping.set()

@@ -1,0 +1,202 @@
+"""One suite of behaviours, run against every backend that can run here.
+
+- ``local``: the service's own worker processes;
+- ``kubernetes``: the real ``kubernetes`` client against a fake API server over HTTP
+  (``tests/kmock_cluster.py``), whose fake kubelet really runs each Job's command.
+
+Each case applies a pipeline that names no backend, so it runs on the service's default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.test_pipeline_runs import apply, python_step, start, steps_of, wait_for
+from tests.conftest import ADMIN, base_settings, client_for, running_app
+from tests.kmock_cluster import FakeCluster
+
+pytestmark = pytest.mark.slow
+
+BACKENDS = ["local", "kubernetes"]
+
+
+class Target:
+    def __init__(self, name: str, client: httpx.AsyncClient, cluster: FakeCluster | None):
+        self.name = name
+        self.client = client
+        self.cluster = cluster
+
+
+@pytest.fixture(params=BACKENDS)
+async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Target]:
+    if request.param == "local":
+        settings = base_settings(tmp_path)
+        async with running_app(settings) as app, client_for(app) as client:
+            yield Target("local", client, None)
+        return
+    async with FakeCluster() as cluster:
+        settings = base_settings(
+            tmp_path,
+            pipeline_backend="kubernetes",
+            kubernetes={
+                "namespace": cluster.namespace,
+                "image": "mlops:contract",
+                "kubeconfig": cluster.kubeconfig(tmp_path / "kubeconfig"),
+            },
+        )
+        async with running_app(settings) as app, client_for(app) as client:
+            yield Target("kubernetes", client, cluster)
+
+
+async def run_pipeline(
+    target: Target, spec: dict[str, Any], params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    await apply(target.client, spec)
+    run = await start(target.client, spec["name"], params)
+    return await wait_for(target.client, run["id"], timeout=90)
+
+
+async def test_the_backend_is_healthy(target: Target) -> None:
+    listed = (await target.client.get("/api/v1/pipelines/backends", headers=ADMIN)).json()
+    mine = next(b for b in listed if b["name"] == target.name)
+    assert mine["default"] and mine["configured"] and mine["healthy"], mine
+
+
+async def test_a_chain_passes_outputs_along(target: Target) -> None:
+    spec = {
+        "name": "chain",
+        "steps": [
+            python_step("a", "echo", kwargs={"x": 1}),
+            python_step("b", "echo", ["a"], kwargs={"x": "{{ steps.a.outputs.x }}", "y": 2}),
+            python_step("c", "echo", ["b"], kwargs={"sum": "{{ steps.b.outputs.y }}"}),
+        ],
+    }
+    run = await run_pipeline(target, spec)
+    assert run["status"] == "succeeded", run
+    steps = steps_of(run)
+    assert steps["b"]["outputs"] == {"x": 1, "y": 2}
+    assert steps["c"]["outputs"] == {"sum": 2}
+    started = [steps[name]["started_at"] for name in "abc"]
+    finished = [steps[name]["finished_at"] for name in "abc"]
+    assert finished[0] <= started[1] and finished[1] <= started[2]  # one after the other
+
+
+async def test_a_fan_out_runs_side_by_side_then_joins(target: Target) -> None:
+    branches = [python_step(f"b{i}", "sleep", ["root"], kwargs={"seconds": 1}) for i in range(3)]
+    spec = {
+        "name": "fan-out",
+        "steps": [
+            python_step("root", "noop"),
+            *branches,
+            python_step("join", "echo", ["b0", "b1", "b2"], kwargs={"n": 3}),
+        ],
+    }
+    run = await run_pipeline(target, spec)
+    assert run["status"] == "succeeded", run
+    steps = steps_of(run)
+    assert steps["join"]["outputs"] == {"n": 3}
+    starts = sorted(steps[f"b{i}"]["started_at"] for i in range(3))
+    ends = sorted(steps[f"b{i}"]["finished_at"] for i in range(3))
+    assert starts[1] < ends[0]  # at least two branches overlapped (2 local workers)
+
+
+async def test_a_failing_step_is_retried_then_fails_with_its_error(target: Target) -> None:
+    spec = {
+        "name": "retries",
+        "steps": [
+            python_step(
+                "flaky",
+                "fail_until",
+                kwargs={"attempt": 2},
+                retries={"max": 2, "backoff_seconds": 0.1},
+            ),
+            python_step(
+                "broken",
+                "fail",
+                ["flaky"],
+                kwargs={"message": "bad input on purpose"},
+                retries={"max": 1, "backoff_seconds": 0.1},
+            ),
+            python_step("after", "noop", ["broken"]),
+        ],
+    }
+    run = await run_pipeline(target, spec)
+    assert run["status"] == "failed", run
+    steps = steps_of(run)
+    assert (steps["flaky"]["status"], steps["flaky"]["attempts"]) == ("succeeded", 2)
+    assert (steps["broken"]["status"], steps["broken"]["attempts"]) == ("failed", 2)
+    assert "bad input on purpose" in steps["broken"]["error"]
+    assert steps["after"]["status"] == "skipped"
+    logs = await target.client.get(
+        f"/api/v1/pipelines/runs/{run['id']}/steps/flaky/logs",
+        params={"attempt": 1},
+        headers=ADMIN,
+    )
+    assert "attempt 1 fails on purpose" in logs.text, logs.text
+
+
+async def test_a_step_over_its_timeout_is_stopped(target: Target) -> None:
+    spec = {
+        "name": "timeout",
+        "steps": [python_step("slow", "sleep", kwargs={"seconds": 60}, timeout_seconds=1)],
+    }
+    started = time.monotonic()
+    run = await run_pipeline(target, spec)
+    assert time.monotonic() - started < 30
+    slow = steps_of(run)["slow"]
+    assert (run["status"], slow["status"]) == ("failed", "failed"), run
+    assert "timed out" in slow["error"], slow
+
+
+async def test_cancel_stops_the_running_step(target: Target) -> None:
+    await apply(
+        target.client,
+        {"name": "cancel", "steps": [python_step("wait", "sleep", kwargs={"seconds": 60})]},
+    )
+    run = await start(target.client, "cancel")
+    deadline = time.monotonic() + 30
+    while True:  # the step really runs (on kubernetes: its Job's process has started)
+        current = await wait_for(target.client, run["id"], {"running"})
+        if steps_of(current)["wait"]["status"] == "running" and (
+            target.cluster is None or target.cluster.started
+        ):
+            break
+        assert time.monotonic() < deadline, current
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    cancelled = await target.client.post(
+        f"/api/v1/pipelines/runs/{run['id']}/cancel", headers=ADMIN
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    final = await wait_for(target.client, run["id"])
+    assert (final["status"], steps_of(final)["wait"]["status"]) == ("cancelled", "cancelled")
+    if target.cluster is not None:  # the Job is deleted and its process stopped
+        deadline = time.monotonic() + 10
+        while not target.cluster.killed:
+            assert time.monotonic() < deadline, target.cluster.started
+            await asyncio.sleep(0.05)
+
+
+async def test_parameters_and_logs_pass_through(target: Target) -> None:
+    spec = {
+        "name": "params",
+        "params": {"greeting": "hello"},
+        "steps": [
+            python_step("say", "chatter", kwargs={"message": "{{ params.greeting }}"}),
+        ],
+    }
+    run = await run_pipeline(target, spec, {"greeting": "grüß dich"})
+    assert run["status"] == "succeeded", run
+    assert steps_of(run)["say"]["outputs"] == {"message": "grüß dich"}
+    logs = await target.client.get(
+        f"/api/v1/pipelines/runs/{run['id']}/steps/say/logs", headers=ADMIN
+    )
+    for line in ("stdout: grüß dich", "stderr: grüß dich", "subprocess: grüß dich"):
+        assert line in logs.text, logs.text

@@ -1,0 +1,79 @@
+"""What only the kubernetes backend does: Jobs an earlier process left, an unreachable cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from mlops.backends.kubernetes import MANAGED_BY, MANAGER
+from tests.api.test_pipeline_runs import apply, python_step, start, steps_of, wait_for
+from tests.conftest import ADMIN, base_settings, client_for, free_port, running_app
+from tests.kmock_cluster import FakeCluster
+
+pytestmark = pytest.mark.slow
+
+
+def kubernetes_settings(kubeconfig: Path) -> dict[str, object]:
+    return {
+        "pipeline_backend": "kubernetes",
+        "kubernetes": {"namespace": "mlops", "image": "mlops:test", "kubeconfig": kubeconfig},
+    }
+
+
+async def test_jobs_left_running_by_an_earlier_process_are_stopped(tmp_path: Path) -> None:
+    async with FakeCluster("mlops") as cluster:
+        orphan = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": "mlops-orphan-1",
+                "namespace": "mlops",
+                "labels": {MANAGED_BY: MANAGER},
+            },
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    "metadata": {"labels": {MANAGED_BY: MANAGER}},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [
+                            {
+                                "name": "step",
+                                "image": "x",
+                                "command": ["python", "-c", "import time; time.sleep(60)"],
+                            }
+                        ],
+                    },
+                },
+            },
+        }
+        api = cluster.api_client()
+        await asyncio.to_thread(client.BatchV1Api(api).create_namespaced_job, "mlops", orphan)
+        while "mlops-orphan-1" not in cluster.started:
+            await asyncio.sleep(0.05)
+        settings = base_settings(tmp_path, **kubernetes_settings(cluster.kubeconfig(tmp_path)))
+        async with running_app(settings) as app, client_for(app, **ADMIN) as http:
+            await apply(http, {"name": "after-restart", "steps": [python_step("a", "noop")]})
+            run = await wait_for(http, (await start(http, "after-restart"))["id"], timeout=30)
+        assert run["status"] == "succeeded", run
+        assert "mlops-orphan-1" in cluster.killed
+
+
+async def test_an_unreachable_cluster_fails_the_step_with_the_reason(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{free_port()}'}}}}]\n"
+        "users: [{name: u, user: {}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n"
+    )
+    settings = base_settings(tmp_path, **kubernetes_settings(kubeconfig))
+    async with running_app(settings) as app, client_for(app, **ADMIN) as http:
+        await apply(http, {"name": "unreachable", "steps": [python_step("a", "noop")]})
+        run = await wait_for(http, (await start(http, "unreachable"))["id"], timeout=60)
+    step = steps_of(run)["a"]
+    assert (run["status"], step["status"]) == ("failed", "failed"), run
+    assert "the cluster is unreachable" in step["error"], step
