@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
-from mlops.backends.kubernetes import MANAGED_BY, MANAGER
+from mlops.backends.kubernetes import INSTANCE, MANAGED_BY, MANAGER
 from tests.api.test_pipeline_runs import apply, python_step, start, steps_of, wait_for
 from tests.conftest import ADMIN, base_settings, client_for, free_port, running_app
 from tests.kmock_cluster import FakeCluster
@@ -31,12 +32,12 @@ async def test_jobs_left_running_by_an_earlier_process_are_stopped(tmp_path: Pat
             "metadata": {
                 "name": "mlops-orphan-1",
                 "namespace": "mlops",
-                "labels": {MANAGED_BY: MANAGER},
+                "labels": {MANAGED_BY: MANAGER, INSTANCE: "mlops"},
             },
             "spec": {
                 "backoffLimit": 0,
                 "template": {
-                    "metadata": {"labels": {MANAGED_BY: MANAGER}},
+                    "metadata": {"labels": {MANAGED_BY: MANAGER, INSTANCE: "mlops"}},
                     "spec": {
                         "restartPolicy": "Never",
                         "containers": [
@@ -51,15 +52,23 @@ async def test_jobs_left_running_by_an_earlier_process_are_stopped(tmp_path: Pat
             },
         }
         api = cluster.api_client()
-        await asyncio.to_thread(client.BatchV1Api(api).create_namespaced_job, "mlops", orphan)
-        while "mlops-orphan-1" not in cluster.started:
+        other = copy.deepcopy(orphan)  # another service's, in the same namespace
+        other["metadata"]["name"] = "mlops-other-1"
+        for labels in (
+            other["metadata"]["labels"],
+            other["spec"]["template"]["metadata"]["labels"],
+        ):
+            labels[INSTANCE] = "staging"
+        for job in (orphan, other):
+            await asyncio.to_thread(client.BatchV1Api(api).create_namespaced_job, "mlops", job)
+        while not {"mlops-orphan-1", "mlops-other-1"} <= set(cluster.started):
             await asyncio.sleep(0.05)
         settings = base_settings(tmp_path, **kubernetes_settings(cluster.kubeconfig(tmp_path)))
         async with running_app(settings) as app, client_for(app, **ADMIN) as http:
             await apply(http, {"name": "after-restart", "steps": [python_step("a", "noop")]})
             run = await wait_for(http, (await start(http, "after-restart"))["id"], timeout=30)
         assert run["status"] == "succeeded", run
-        assert "mlops-orphan-1" in cluster.killed
+        assert cluster.killed == {"mlops-orphan-1"}  # not the other service's
 
 
 async def test_an_unreachable_cluster_fails_the_step_with_the_reason(tmp_path: Path) -> None:

@@ -43,10 +43,15 @@ class KubernetesConfig(BaseModel):
         description="A Secret whose keys become the steps' environment (store URLs, keys): "
         "never put in the Job itself.",
     )
+    instance: str = Field(
+        default="mlops",
+        description="Labels this service's Jobs: another service in the same namespace needs "
+        "another value (on start, a service stops the running Jobs it labelled before).",
+    )
     ttl_seconds_after_finished: int = Field(default=3600, ge=0)
     max_parallel_jobs: int = Field(default=20, ge=1, le=10_000)
 
-    @field_validator("namespace", "service_account", "env_from_secret")
+    @field_validator("namespace", "service_account", "env_from_secret", "instance")
     @classmethod
     def _dns_label(cls, value: str | None) -> str | None:
         if value is not None and not _DNS_LABEL.match(value):

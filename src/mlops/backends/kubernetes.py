@@ -34,11 +34,11 @@ logger = logging.getLogger("mlops.backends.kubernetes")
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "mlops"
+INSTANCE = "app.kubernetes.io/instance"
 LABEL_RUN = "mlops.io/run-id"
 LABEL_STEP = "mlops.io/step"
 LABEL_ATTEMPT = "mlops.io/attempt"
 ANNOTATION_TASK = "mlops.io/task-id"
-SELECTOR = f"{MANAGED_BY}={MANAGER}"
 CONTAINER = "step"
 WATCH_SECONDS = 10  # a watch is renewed this often (and the Jobs listed again)
 REQUEST_TIMEOUT = (5, 30)  # connect, read (seconds)
@@ -84,9 +84,15 @@ def _label_value(text: str) -> str:
     return cleaned.strip("-_.") or "x"
 
 
+def selector(config: KubernetesConfig) -> str:
+    """The label selector of this service's Jobs."""
+    return f"{MANAGED_BY}={MANAGER},{INSTANCE}={config.instance}"
+
+
 def job_manifest(task: StepTask, config: KubernetesConfig) -> dict[str, Any]:
     labels = {
         MANAGED_BY: MANAGER,
+        INSTANCE: config.instance,
         LABEL_RUN: task.run_id,
         LABEL_STEP: _label_value(task.step),
         LABEL_ATTEMPT: str(task.attempt),
@@ -228,7 +234,7 @@ class KubernetesBackend:
             jobs = await asyncio.to_thread(
                 self.batch.list_namespaced_job,
                 self.config.namespace,
-                label_selector=SELECTOR,
+                label_selector=selector(self.config),
                 _request_timeout=REQUEST_TIMEOUT,
             )
         except (ApiException, urllib3.exceptions.HTTPError) as exc:
@@ -313,7 +319,7 @@ class KubernetesBackend:
                     for event in stream.stream(
                         self.batch.list_namespaced_job,
                         self.config.namespace,
-                        label_selector=SELECTOR,
+                        label_selector=selector(self.config),
                         timeout_seconds=WATCH_SECONDS,
                         _request_timeout=(REQUEST_TIMEOUT[0], WATCH_SECONDS + 5),
                     ):
