@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from mlops.backends import kubernetes as kubernetes_backend
 from mlops.backends.kubernetes import INSTANCE, MANAGED_BY, MANAGER
 from tests.api.test_pipeline_runs import apply, python_step, start, steps_of, wait_for
 from tests.conftest import ADMIN, base_settings, client_for, free_port, running_app
@@ -86,3 +87,23 @@ async def test_an_unreachable_cluster_fails_the_step_with_the_reason(tmp_path: P
     step = steps_of(run)["a"]
     assert (run["status"], step["status"]) == ("failed", "failed"), run
     assert "the cluster is unreachable" in step["error"], step
+
+
+async def test_an_attempt_whose_job_vanishes_unseen_still_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kubernetes_backend, "RECONCILE_SECONDS", 0.3)
+    async with FakeCluster("mlops") as cluster:
+        settings = base_settings(tmp_path, **kubernetes_settings(cluster.kubeconfig(tmp_path)))
+        async with running_app(settings) as app, client_for(app, **ADMIN) as http:
+            step = python_step("wait", "sleep", kwargs={"seconds": 60})
+            await apply(http, {"name": "vanishing", "steps": [step]})
+            run = await start(http, "vanishing")
+            while not cluster.started:
+                await asyncio.sleep(0.05)
+            # gone from the store with no watch event, as if deleted while the watch was down
+            cluster.emulator.objects["batch/v1/jobs", "mlops", cluster.started[0]].delete()
+            final = await wait_for(http, run["id"], timeout=20)
+    waited = steps_of(final)["wait"]
+    assert (final["status"], waited["status"]) == ("failed", "failed"), final
+    assert "the Job was deleted outside the service" in waited["error"], waited

@@ -42,6 +42,7 @@ ANNOTATION_TASK = "mlops.io/task-id"
 CONTAINER = "step"
 WATCH_SECONDS = 10  # a watch is renewed this often (and the Jobs listed again)
 REQUEST_TIMEOUT = (5, 30)  # connect, read (seconds)
+RECONCILE_SECONDS = 30.0  # how often attempts are checked against the Jobs that exist
 
 
 class LowercaseBoolApiClient(client.ApiClient):  # type: ignore[misc]
@@ -335,8 +336,32 @@ class KubernetesBackend:
                         time.sleep(1)
 
         threading.Thread(target=follow, name="kubernetes-watch", daemon=True).start()
+        reconciled = time.monotonic()
         while True:
-            self._on_job(*await events.get())
+            with contextlib.suppress(TimeoutError):
+                self._on_job(*await asyncio.wait_for(events.get(), timeout=RECONCILE_SECONDS))
+            if time.monotonic() - reconciled >= RECONCILE_SECONDS:
+                await self._reconcile()
+                reconciled = time.monotonic()
+
+    async def _reconcile(self) -> None:
+        """An attempt whose Job is gone without a word (deleted while the watch was down, so
+        no relist shows it) would hold its slot and its run for ever: it ends here."""
+        try:
+            jobs = await asyncio.to_thread(
+                self.batch.list_namespaced_job,
+                self.config.namespace,
+                label_selector=selector(self.config),
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except (ApiException, urllib3.exceptions.HTTPError) as exc:
+            logger.warning("could not list Jobs in %s: %s", self.config.namespace, exc)
+            return
+        present = {job.metadata.name for job in jobs.items}
+        settled = time.monotonic() - RECONCILE_SECONDS  # younger ones may not be listed yet
+        for name, attempt in list(self.attempts.items()):
+            if name not in present and not attempt.finishing and attempt.launched < settled:
+                self._finish_soon(name, None, "the Job was deleted outside the service")
 
     def _on_job(self, event_type: str, job: Any) -> None:
         name = job.metadata.name
