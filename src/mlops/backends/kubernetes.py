@@ -29,6 +29,7 @@ from kubernetes.client.exceptions import ApiException
 
 from mlops.backends.base import BackendHealth, ResultSink, StepResult, StepTask
 from mlops.backends.config import KubernetesConfig
+from mlops.core.tasks import stop_tasks
 
 logger = logging.getLogger("mlops.backends.kubernetes")
 
@@ -250,10 +251,7 @@ class KubernetesBackend:
 
     async def close(self) -> None:
         self.stopping.set()
-        if self.watcher is not None:
-            self.watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.watcher
+        await stop_tasks(self.watcher)
         for name in list(self.attempts):
             await self._delete(name)
         self.attempts.clear()
@@ -339,7 +337,9 @@ class KubernetesBackend:
         reconciled = time.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
-                self._on_job(*await asyncio.wait_for(events.get(), timeout=RECONCILE_SECONDS))
+                async with asyncio.timeout(RECONCILE_SECONDS):
+                    event = await events.get()
+                self._on_job(*event)
             if time.monotonic() - reconciled >= RECONCILE_SECONDS:
                 await self._reconcile()
                 reconciled = time.monotonic()

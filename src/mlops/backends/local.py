@@ -18,6 +18,7 @@ import time
 from typing import Any, ClassVar
 
 from mlops.backends.base import BackendHealth, ResultSink, StepResult, StepTask
+from mlops.core.tasks import stop_tasks
 
 logger = logging.getLogger("mlops.backends.local")
 _LINE_LIMIT = 64 * 1024 * 1024  # one result line may carry large outputs
@@ -53,9 +54,7 @@ class LocalBackend:
         self.runners = [asyncio.create_task(self._serve(slot)) for slot in self.slots]
 
     async def close(self) -> None:
-        for runner in self.runners:
-            runner.cancel()
-        await asyncio.gather(*self.runners, return_exceptions=True)
+        await stop_tasks(*self.runners)
         for slot in self.slots:
             await self._stop(slot)
 
@@ -101,7 +100,8 @@ class LocalBackend:
         assert process.stdin is not None
         process.stdin.close()
         try:
-            await asyncio.wait_for(process.wait(), timeout=2)
+            async with asyncio.timeout(2):
+                await process.wait()
         except TimeoutError:
             await self._kill(slot)
 
@@ -136,7 +136,8 @@ class LocalBackend:
         try:
             process.stdin.write(json.dumps(task.worker_message()).encode() + b"\n")
             await process.stdin.drain()
-            line = await asyncio.wait_for(process.stdout.readline(), timeout=task.timeout_seconds)
+            async with asyncio.timeout(task.timeout_seconds):
+                line = await process.stdout.readline()
         except TimeoutError:
             await self._kill(slot)
             return StepResult(

@@ -26,6 +26,7 @@ from mlops.backends.base import OrchestratorBackend, StepResult, StepTask
 from mlops.core.database import Database
 from mlops.core.leadership import Leadership
 from mlops.core.settings import Settings
+from mlops.core.tasks import stop_tasks
 from mlops.pipelines.caching import cache_key_for
 from mlops.pipelines.logs import step_log_path
 from mlops.pipelines.metrics import (
@@ -99,10 +100,7 @@ class PipelineEngine:
     async def stop(self) -> None:
         """Stop the loop and the backends; whatever fails, give up leadership."""
         try:
-            if self.task is not None:
-                self.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self.task
+            await stop_tasks(self.task)
             for backend in self.backends.values():
                 try:
                     await backend.close()
@@ -186,7 +184,8 @@ class PipelineEngine:
                 logger.exception("pipeline engine pass failed; retrying")
                 await asyncio.sleep(0.5)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=FULL_SCAN_SECONDS)
+                async with asyncio.timeout(FULL_SCAN_SECONDS):
+                    await self.wake.wait()
             self.wake.clear()
 
     async def _full_scan(self) -> None:
