@@ -4,7 +4,7 @@ through when a hundred arrive at once.
 One search (same estimator, data, search space, trials, sampler seed and pruner) is run twice:
 
 - **plain Optuna**: a fresh Python process (``python -m bench.training_overhead --baseline``)
-  that builds the objective with ``mlops.training.search.make_objective`` from the same job
+  that builds the objective with ``mlops.training.runner.job_objective`` from the same job
   spec, and runs ``optuna.create_study()`` (in memory, the job's sampler and pruner) and one
   ``study.optimize(n_trials=...)``: no storage, no tracking, no service;
 - **training job**: ``POST /api/v1/training/jobs`` to a real service process
@@ -108,7 +108,7 @@ the fixed space `n_estimators` 50 to 150, `max_depth` 2 to 10, `min_samples_leaf
 `max_features` sqrt/log2 (about 0.5 s a trial on this machine), is run two ways in one run:
 
 - **plain Optuna** (the baseline): a fresh Python process builds the objective with
-  `mlops.training.search.make_objective` from the same job spec, so the estimator, the folds
+  `mlops.training.runner.job_objective` from the same job spec, so the estimator, the folds
   and the seeds are the job's own, and runs `optuna.create_study()` (in memory, the same
   `TPESampler(seed={SEED})` and `MedianPruner`) then one `study.optimize(n_trials={N_TRIALS})`:
   no storage, no tracking.
@@ -154,24 +154,15 @@ def run_baseline(document: dict[str, Any], storage_url: str | None = None) -> di
     import optuna
 
     from mlops.training import runner
-    from mlops.training.search import make_objective, make_pruner, make_sampler
+    from mlops.training.search import make_pruner, make_sampler
     from mlops.training.spec import TrainingJobSpec
     from mlops.training.stores import open_storage
 
     imported = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = TrainingJobSpec.model_validate(document)
-    estimator, space = spec.resolved()
     data = runner.training_data(spec, None)
-    objective = make_objective(
-        estimator,
-        spec.task,
-        space,
-        data.features,
-        data.target,
-        spec.effective_metric,
-        spec.validation,
-    )
+    objective = runner.job_objective(spec, data)
     prepared = time.perf_counter()
     study = optuna.create_study(
         study_name="plain" if storage_url else None,

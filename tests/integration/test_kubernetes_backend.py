@@ -22,6 +22,7 @@ from kubernetes.config import incluster_config
 
 from mlops.backends import kubernetes as kubernetes_backend
 from mlops.backends.kubernetes import INSTANCE, MANAGED_BY, MANAGER, KubernetesBackend
+from tests.api.test_pipeline_backends import kubeconfig as write_kubeconfig
 from tests.api.test_pipeline_runs import apply, python_step, start, steps_of, wait_for
 from tests.conftest import ADMIN, base_settings, client_for, free_port, running_app
 from tests.kmock_cluster import ClusterEmulator, FakeCluster
@@ -84,13 +85,7 @@ async def test_jobs_left_running_by_an_earlier_process_are_stopped(tmp_path: Pat
 
 
 async def test_an_unreachable_cluster_fails_the_step_with_the_reason(tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\n"
-        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{free_port()}'}}}}]\n"
-        "users: [{name: u, user: {}}]\n"
-        "contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n"
-    )
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{free_port()}")
     settings = base_settings(tmp_path, **kubernetes_settings(kubeconfig))
     async with running_app(settings) as app, client_for(app, **ADMIN) as http:
         await apply(http, {"name": "unreachable", "steps": [python_step("a", "noop")]})

@@ -228,10 +228,8 @@ class KubernetesBackend:
         await self._stop_orphans()
         self.watcher = asyncio.create_task(self._watch(), name="kubernetes-watch")
 
-    async def _stop_orphans(self) -> None:
-        """Jobs a previous service process left running: the engine counts their attempts as
-        interrupted and runs them again, so they must not go on (as local workers die with
-        the service). Finished ones are left to their time-to-live."""
+    async def _list_jobs(self) -> list[Any] | None:
+        """This service's Jobs in the namespace, or None (logged) when they cannot be listed."""
         try:
             jobs = await asyncio.to_thread(
                 self.batch.list_namespaced_job,
@@ -240,9 +238,17 @@ class KubernetesBackend:
                 _request_timeout=REQUEST_TIMEOUT,
             )
         except (ApiException, urllib3.exceptions.HTTPError) as exc:
-            logger.warning("could not list earlier Jobs in %s: %s", self.config.namespace, exc)
+            logger.warning("could not list Jobs in %s: %s", self.config.namespace, exc)
+            return None
+        return list(jobs.items)
+
+    async def _stop_orphans(self) -> None:
+        """Jobs a previous service process left running: the engine counts their attempts as
+        interrupted and runs them again, so they must not go on (as local workers die with
+        the service). Finished ones are left to their time-to-live."""
+        if (jobs := await self._list_jobs()) is None:
             return
-        for job in jobs.items:
+        for job in jobs:
             if job_outcome(job)[0] == "running":
                 logger.info(
                     "stopping Job %s, left running by an earlier process", job.metadata.name
@@ -347,17 +353,9 @@ class KubernetesBackend:
     async def _reconcile(self) -> None:
         """An attempt whose Job is gone without a word (deleted while the watch was down, so
         no relist shows it) would hold its slot and its run for ever: it ends here."""
-        try:
-            jobs = await asyncio.to_thread(
-                self.batch.list_namespaced_job,
-                self.config.namespace,
-                label_selector=selector(self.config),
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        except (ApiException, urllib3.exceptions.HTTPError) as exc:
-            logger.warning("could not list Jobs in %s: %s", self.config.namespace, exc)
+        if (jobs := await self._list_jobs()) is None:
             return
-        present = {job.metadata.name for job in jobs.items}
+        present = {job.metadata.name for job in jobs}
         settled = time.monotonic() - RECONCILE_SECONDS  # younger ones may not be listed yet
         for name, attempt in list(self.attempts.items()):
             if name not in present and not attempt.finishing and attempt.launched < settled:

@@ -160,22 +160,10 @@ def _job_params(spec: TrainingJobSpec) -> list[Any]:
     return [Param(key, str(value)[:6000]) for key, value in sorted(flat.items())]
 
 
-def search(spec: TrainingJobSpec, study_name: str, data: TrainingData, worker: int = 0) -> int:
-    """Run trials of the shared study until the job has ``n_trials`` finished ones or its time
-    is up; return how many this worker ran."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+def job_objective(spec: TrainingJobSpec, data: TrainingData) -> Callable[[optuna.Trial], float]:
+    """The objective a job's trials run: its estimator, space, metric and validation."""
     estimator, space = spec.resolved()
-    study = _study(spec, study_name, worker)
-    earlier = len(study.get_trials(deepcopy=False))
-    if earlier and spec.sampler.seed is not None:
-        # a resumed worker must not replay the random start-up suggestions of its first attempt
-        study.sampler = make_sampler(spec.sampler.type, spec.sampler.seed + worker + 7919 * earlier)
-    attrs = study.user_attrs
-    experiment_id, parent_run_id = attrs[ATTR_EXPERIMENT], attrs[ATTR_PARENT_RUN]
-    deadline = float(attrs[ATTR_STARTED]) + spec.timeout_seconds
-    objective = make_objective(
+    return make_objective(
         estimator,
         spec.task,
         space,
@@ -184,6 +172,23 @@ def search(spec: TrainingJobSpec, study_name: str, data: TrainingData, worker: i
         spec.effective_metric,
         spec.validation,
     )
+
+
+def search(spec: TrainingJobSpec, study_name: str, data: TrainingData, worker: int = 0) -> int:
+    """Run trials of the shared study until the job has ``n_trials`` finished ones or its time
+    is up; return how many this worker ran."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _study(spec, study_name, worker)
+    earlier = len(study.get_trials(deepcopy=False))
+    if earlier and spec.sampler.seed is not None:
+        # a resumed worker must not replay the random start-up suggestions of its first attempt
+        study.sampler = make_sampler(spec.sampler.type, spec.sampler.seed + worker + 7919 * earlier)
+    attrs = study.user_attrs
+    experiment_id, parent_run_id = attrs[ATTR_EXPERIMENT], attrs[ATTR_PARENT_RUN]
+    deadline = float(attrs[ATTR_STARTED]) + spec.timeout_seconds
+    objective = job_objective(spec, data)
 
     def recorded(trial: optuna.Trial) -> float:
         trial.set_user_attr(ATTR_WORKER, worker)
