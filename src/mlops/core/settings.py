@@ -18,7 +18,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mlops.backends.config import KubernetesConfig
+from mlops.backends.config import AirflowConfig, KubeflowConfig, KubernetesConfig, VertexConfig
 
 DEVELOPMENT_JWT_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused in production
 MIN_PRODUCTION_SECRET_LENGTH = 32
@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     local_workers: int = Field(default=2, ge=1, le=64)
     kubernetes: KubernetesConfig | None = Field(
         default=None, description="The kubernetes backend's block: MLOPS_KUBERNETES__NAMESPACE, ..."
+    )
+    airflow: AirflowConfig | None = Field(
+        default=None, description="The airflow backend's block: MLOPS_AIRFLOW__URL, ..."
+    )
+    kubeflow: KubeflowConfig | None = Field(
+        default=None, description="The kubeflow backend's block: MLOPS_KUBEFLOW__HOST, ..."
+    )
+    vertex: VertexConfig | None = Field(
+        default=None, description="The vertex backend's block: MLOPS_VERTEX__PROJECT, ..."
     )
     artifact_root: str | None = Field(
         default=None, description="Local folder or fsspec URI; default: data_dir/artifacts."
