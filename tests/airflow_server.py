@@ -9,11 +9,10 @@ processes (which Airflow puts in process groups and sessions of their own) stay 
 and are reaped: ``stop()`` leaves neither processes nor zombies behind, on a host whose init
 does not reap orphans either.
 
-A test module imports the session fixture, ``from tests.airflow_server import airflow_fixture
-# noqa: F401``, and asks for ``airflow``: the DAGs of ``<repo>/airflow_dags``, with
-``MLOPS_AIRFLOW_SPECS`` (``airflow.specs_dir``) and ``MLOPS_STEP_PYTHON`` (this interpreter)
-set for every Airflow process. With CI=true an Airflow that cannot be installed or started
-fails the test; elsewhere it is skipped.
+A test asks for the session fixture ``airflow`` (``tests/conftest.py``): the DAGs of
+``<repo>/airflow_dags``, with ``MLOPS_AIRFLOW_SPECS`` (``airflow.specs_dir``) and
+``MLOPS_STEP_PYTHON`` (this interpreter) set for every Airflow process. With CI=true an
+Airflow that cannot be installed or started fails the test; elsewhere it is skipped.
 """
 
 from __future__ import annotations
@@ -510,6 +509,16 @@ class AirflowServer:
             raise RuntimeError(f"POST /auth/token: {response.status_code} {response.text}")
         return str(response.json()["access_token"])
 
+    def expired_token(self) -> str:
+        """A token Airflow issued, re-signed as expired an hour ago: Airflow answers 401."""
+        import jwt
+
+        claims = jwt.decode(self.token(), options={"verify_signature": False})
+        claims["exp"] = int(time.time()) - 3600
+        return jwt.encode(
+            claims, JWT_SECRET, algorithm=jwt.get_unverified_header(self.token())["alg"]
+        )
+
     def logs_tail(self, n: int = 40) -> str:
         """The last ``n`` lines of each component's log, for assertion messages."""
         parts = []
@@ -522,9 +531,9 @@ class AirflowServer:
         return "\n".join(parts)
 
 
-@pytest.fixture(scope="session", name="airflow")
-def airflow_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowServer]:
-    """A running Airflow on ``<repo>/airflow_dags``, with ``MLOPS_AIRFLOW_SPECS`` set to
+def serve_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowServer]:
+    """The session fixture ``airflow`` (``tests/conftest.py``): a running Airflow on
+    ``<repo>/airflow_dags``, with ``MLOPS_AIRFLOW_SPECS`` set to
     ``airflow.specs_dir`` (empty at first) and ``MLOPS_STEP_PYTHON`` to this interpreter."""
     root = tmp_path_factory.mktemp("airflow")
     specs = root / "specs"

@@ -191,3 +191,11 @@ async def create_key(client: httpx.AsyncClient, role: str, name: str | None = No
     )
     assert response.status_code == 201, response.text
     return str(response.json()["key"])
+
+
+@pytest.fixture(scope="session")
+def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Airflow for the whole session, started on first use (``tests/airflow_server.py``)."""
+    from tests.airflow_server import serve_airflow
+
+    yield from serve_airflow(tmp_path_factory)

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from mlops.backends import backend_names
 from mlops.core.settings import Settings
 from tests.api.test_pipeline_definitions import example
 from tests.api.test_pipeline_runs import python_step, wait_for
@@ -50,7 +51,7 @@ async def test_backends_are_listed_with_their_health(client: httpx.AsyncClient) 
 @pytest.mark.parametrize(
     ("backend", "says"),
     [
-        ("mainframe", "unknown backend 'mainframe'; valid: kubernetes, local"),
+        ("mainframe", f"unknown backend 'mainframe'; valid: {', '.join(backend_names())}"),
         ("kubernetes", "backend 'kubernetes' is not configured on this service"),
     ],
 )
@@ -123,3 +124,28 @@ async def test_a_run_whose_backend_cannot_start_fails_with_the_reason(tmp_path: 
     assert "backend 'kubernetes' cannot start" in run["error"], run
     assert "missing-kubeconfig" in run["error"], run
     assert run["steps"][0]["status"] == "skipped", run
+
+
+async def test_a_whole_run_backend_refuses_step_caching_naming_the_step(tmp_path: Path) -> None:
+    settings = base_settings(
+        tmp_path,
+        airflow={
+            "url": f"http://127.0.0.1:{free_port()}",
+            "username": "admin",
+            "password": "secret",
+            "specs_dir": tmp_path / "specs",
+        },
+    )
+    async with running_app(settings) as app, client_for(app, **ADMIN) as client:
+        spec = {
+            "name": "cached",
+            "backend": "airflow",
+            "steps": [python_step("a", "noop"), {**python_step("b", "noop", ["a"]), "cache": True}],
+        }
+        refused = await client.post("/api/v1/pipelines", json=spec)
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["errors"][0]
+        assert error["field"] == "steps.1.cache"
+        assert "step caching is not supported by the 'airflow' backend" in error["message"]
+        spec["steps"][1]["cache"] = False
+        assert (await client.post("/api/v1/pipelines", json=spec)).status_code == 201

@@ -2,7 +2,9 @@
 
 - ``local``: the service's own worker processes;
 - ``kubernetes``: the real ``kubernetes`` client against a fake API server over HTTP
-  (``tests/kmock_cluster.py``), whose fake kubelet really runs each Job's command.
+  (``tests/kmock_cluster.py``), whose fake kubelet really runs each Job's command;
+- ``airflow``: a real Apache Airflow 3.3.2 (``tests/airflow_server.py``) running the project's
+  ``airflow_dags/``, driven through the official client.
 
 Each case applies a pipeline that names no backend, so it runs on the service's default.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,20 +21,29 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.airflow_server import AirflowServer
 from tests.api.test_pipeline_runs import apply, python_step, start, steps_of, wait_for
 from tests.conftest import ADMIN, base_settings, client_for, running_app
 from tests.kmock_cluster import FakeCluster
 
 pytestmark = pytest.mark.slow
 
-BACKENDS = ["local", "kubernetes"]
+BACKENDS = ["local", "kubernetes", "airflow"]
 
 
 class Target:
-    def __init__(self, name: str, client: httpx.AsyncClient, cluster: FakeCluster | None):
+    def __init__(
+        self,
+        name: str,
+        client: httpx.AsyncClient,
+        cluster: FakeCluster | None = None,
+        airflow: AirflowServer | None = None,
+    ):
         self.name = name
         self.client = client
         self.cluster = cluster
+        self.airflow = airflow
+        self.prefix = ""
 
 
 @pytest.fixture(params=BACKENDS)
@@ -39,7 +51,26 @@ async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     if request.param == "local":
         settings = base_settings(tmp_path)
         async with running_app(settings) as app, client_for(app) as client:
-            yield Target("local", client, None)
+            yield Target("local", client)
+        return
+    if request.param == "airflow":
+        airflow: AirflowServer = request.getfixturevalue("airflow")
+        settings = base_settings(
+            tmp_path,
+            pipeline_backend="airflow",
+            airflow={
+                "url": airflow.url,
+                "username": airflow.username,
+                "password": airflow.password,
+                "specs_dir": airflow.specs_dir,  # type: ignore[attr-defined]
+                "poll_seconds": 0.5,
+                "dag_prefix": f"contract_{uuid.uuid4().hex[:8]}",
+            },
+        )
+        async with running_app(settings) as app, client_for(app) as client:
+            target = Target("airflow", client, airflow=airflow)
+            target.prefix = settings.airflow.dag_prefix  # type: ignore[union-attr]
+            yield target
         return
     async with FakeCluster() as cluster:
         settings = base_settings(
@@ -53,6 +84,20 @@ async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         )
         async with running_app(settings) as app, client_for(app) as client:
             yield Target("kubernetes", client, cluster)
+
+
+def airflow_states(target: Target, pipeline: str, run_id: str, task: str) -> tuple[str, str]:
+    """The DAG run's and one task's state, as Airflow's own API reports them."""
+    from airflow_client import client as af
+
+    assert target.airflow is not None
+    api = af.ApiClient(
+        af.Configuration(host=target.airflow.url, access_token=target.airflow.token())
+    )
+    dag_id, dag_run_id = f"{target.prefix}__{pipeline}__v1", f"mlops-{run_id}"
+    dag_run = af.DagRunApi(api).get_dag_run(dag_id, dag_run_id)
+    task_instance = af.TaskInstanceApi(api).get_task_instance(dag_id, dag_run_id, task)
+    return str(dag_run.state.value), str(getattr(task_instance.state, "value", None))
 
 
 async def run_pipeline(
@@ -152,7 +197,10 @@ async def test_a_step_over_its_timeout_is_stopped(target: Target) -> None:
     assert time.monotonic() - started < 30
     slow = steps_of(run)["slow"]
     assert (run["status"], slow["status"]) == ("failed", "failed"), run
-    assert "timed out" in slow["error"], slow
+    logs = await target.client.get(
+        f"/api/v1/pipelines/runs/{run['id']}/steps/slow/logs", headers=ADMIN
+    )
+    assert "timed out" in slow["error"], (slow, logs.text)
 
 
 async def test_cancel_stops_the_running_step(target: Target) -> None:
@@ -182,6 +230,12 @@ async def test_cancel_stops_the_running_step(target: Target) -> None:
         while not target.cluster.killed:
             assert time.monotonic() < deadline, target.cluster.started
             await asyncio.sleep(0.05)
+    if target.airflow is not None:  # the DAG run is failed and its task stopped
+        deadline = time.monotonic() + 20
+        while (states := airflow_states(target, "cancel", run["id"], "wait"))[1] == "running":
+            assert time.monotonic() < deadline, states
+            await asyncio.sleep(0.2)
+        assert states[0] == "failed", states
 
 
 async def test_parameters_and_logs_pass_through(target: Target) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from airflow_client import client as af
 
-from tests.airflow_server import AirflowServer, airflow_fixture  # noqa: F401
+from tests.airflow_server import AirflowServer
 
 pytestmark = pytest.mark.slow
 TESTING = "mlops.steps.library.testing"

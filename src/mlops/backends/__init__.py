@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
-from mlops.backends.base import BackendHealth, OrchestratorBackend, ResultSink
+from mlops.backends.base import (
+    CACHE,
+    LOGS,
+    BackendHealth,
+    OrchestratorBackend,
+    ResultSink,
+    RunOrchestrator,
+)
+
+CAPABILITY_NAMES = {LOGS: "step logs", CACHE: "step caching"}
 
 
 @dataclass(frozen=True)
@@ -20,6 +29,12 @@ class Flavor:
     implementation: str  # "module:Class"
     summary: str
     settings_block: str | None = None  # the Settings field holding its configuration
+    # Whole-run backends (``base.RunOrchestrator``) schedule the steps themselves.
+    whole_run: bool = False
+    capabilities: frozenset[str] = frozenset({LOGS, CACHE})
+
+    def not_supported(self, capability: str) -> str:
+        return f"{CAPABILITY_NAMES[capability]} is not supported by the {self.name!r} backend"
 
     def configured(self, settings: Any) -> bool:
         return self.settings_block is None or getattr(settings, self.settings_block) is not None
@@ -30,10 +45,9 @@ class Flavor:
             return "nothing to configure"
         return f"set MLOPS_{self.settings_block.upper()}__* (see the README)"
 
-    def implementation_class(self) -> type[OrchestratorBackend]:
+    def implementation_class(self) -> Any:
         module_name, class_name = self.implementation.split(":")
-        found: type[OrchestratorBackend] = getattr(import_module(module_name), class_name)
-        return found
+        return getattr(import_module(module_name), class_name)
 
 
 # A backend not listed here does not exist.
@@ -50,6 +64,14 @@ FLAVORS: dict[str, Flavor] = {
             "mlops.backends.kubernetes:KubernetesBackend",
             "Each step attempt a batch/v1 Job in one namespace of a cluster.",
             settings_block="kubernetes",
+        ),
+        Flavor(
+            "airflow",
+            "mlops.backends.airflow:AirflowBackend",
+            "Each run a DAG run of an Apache Airflow 3 deployment.",
+            settings_block="airflow",
+            whole_run=True,
+            capabilities=frozenset({LOGS}),
         ),
     )
 }
@@ -81,14 +103,32 @@ def backend_problem(name: str, settings: Any) -> str | None:
     return None
 
 
-def create_backend(name: str, sink: ResultSink, settings: Any) -> OrchestratorBackend:
+def is_whole_run(name: str) -> bool:
+    flavor = FLAVORS.get(name)
+    return flavor is not None and flavor.whole_run
+
+
+def whole_run_backends() -> tuple[str, ...]:
+    return tuple(name for name in sorted(FLAVORS) if FLAVORS[name].whole_run)
+
+
+def _flavor(name: str) -> Flavor:
     try:
-        flavor = FLAVORS[name]
+        return FLAVORS[name]
     except KeyError:
         raise UnknownBackend(name) from None
-    backend_class: Any = flavor.implementation_class()
-    backend: OrchestratorBackend = backend_class(sink=sink, settings=settings)
+
+
+def create_backend(name: str, sink: ResultSink, settings: Any) -> OrchestratorBackend:
+    backend: OrchestratorBackend = _flavor(name).implementation_class()(
+        sink=sink, settings=settings
+    )
     return backend
+
+
+def create_run_orchestrator(name: str, settings: Any) -> RunOrchestrator:
+    orchestrator: RunOrchestrator = _flavor(name).implementation_class()(settings=settings)
+    return orchestrator
 
 
 async def check_health(name: str, settings: Any) -> BackendHealth:

@@ -1,9 +1,13 @@
-"""The orchestrator interface every backend implements.
+"""The orchestrator interfaces backends implement: one per step attempt, or one per run.
 
-The service's DAG engine decides which step is ready, resolves its parameters and checks the
-cache; a backend only runs one step attempt somewhere (a local worker process, a Kubernetes
-Job, an Airflow task, a KFP or Vertex AI component) and reports its result. Every backend
-runs the same entrypoint, ``python -m mlops.steps``.
+Step-level backends (``OrchestratorBackend``: local worker processes, Kubernetes Jobs): the
+service's DAG engine decides which step is ready, resolves its parameters and checks the cache;
+the backend runs one step attempt somewhere and reports its result.
+
+Whole-run backends (``RunOrchestrator``: Airflow, Kubeflow Pipelines, Vertex AI) schedule the
+steps themselves: the engine submits the run's plan and copies back what they report.
+
+Every backend runs the same step code, ``python -m mlops.steps`` or a thin adapter over it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
+
+# Optional capabilities of a backend.
+LOGS = "logs"  # each step attempt's log can be read
+CACHE = "cache"  # steps can be completed from the cache (only where the engine launches steps)
 
 
 @dataclass(frozen=True)
@@ -100,8 +108,6 @@ class OrchestratorBackend(Protocol):
 # Airflow, Kubeflow Pipelines and Vertex AI schedule a pipeline's steps themselves: the service
 # hands them the whole run (its plan) and reconciles what they report. The engine still owns the
 # run's record: states, attempts, durations, outputs and logs are copied back into it.
-
-LOGS = "logs"  # an optional capability: step attempts' logs can be fetched
 
 
 @dataclass(frozen=True)

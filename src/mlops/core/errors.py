@@ -106,6 +106,13 @@ class ServiceUnavailable(DomainError):
     slug = "service-unavailable"
 
 
+class NotSupported(DomainError):
+    """The request is valid, but what would serve it (say, an orchestrator backend) lacks the
+    capability."""
+
+    slug = "not-supported"
+
+
 ERROR_STATUS: dict[type[DomainError], int] = {
     NotFound: 404,
     Conflict: 409,
@@ -115,6 +122,7 @@ ERROR_STATUS: dict[type[DomainError], int] = {
     RateLimited: 429,
     PayloadTooLarge: 413,
     ServiceUnavailable: 503,
+    NotSupported: 501,
 }
 
 

@@ -109,7 +109,11 @@ async def cancel_run(
     "/runs/{run_id}/steps/{step}/logs",
     summary="A step's log: the last lines, or followed until the step ends",
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {}}}, 404: {"description": "No such run or step"}},
+    responses={
+        200: {"content": {"text/plain": {}}},
+        404: {"description": "No such run or step"},
+        501: {"description": "The run's backend has no logs (kubeflow, vertex)"},
+    },
 )
 async def step_logs(
     run_id: uuid.UUID,
@@ -122,7 +126,7 @@ async def step_logs(
     attempt: Annotated[int | None, Query(ge=1, description="Default: the latest.")] = None,
     follow: Annotated[bool, Query(description="Stream until the step ends.")] = False,
 ) -> Response:
-    step_run = await service.step(run_id, step)
+    step_run = await service.step_with_logs(run_id, step)
     chosen = attempt or max(step_run.attempts, 1)
     path = step_log_path(settings.data_dir, run_id, step, chosen)
     if not follow:

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mlops.backends import create_backend
+from mlops.backends import create_backend, is_whole_run, whole_run_backends
 from mlops.backends.base import OrchestratorBackend, StepResult, StepTask
 from mlops.core.database import Database
 from mlops.core.leadership import Leadership
@@ -36,6 +36,7 @@ from mlops.pipelines.metrics import (
     record_step_finished,
 )
 from mlops.pipelines.models import Pipeline, PipelineRun, StepRun
+from mlops.pipelines.remote import RemoteRuns
 from mlops.pipelines.schedule import next_fire_time
 from mlops.pipelines.spec import RetryPolicy, resolve_templates
 from mlops.pipelines.states import (
@@ -73,6 +74,7 @@ class PipelineEngine:
         self.artifact_root = settings.effective_artifact_root
         self.finish_hooks: dict[str, RunFinished] = {}
         self.hook_tasks: set[asyncio.Task[None]] = set()
+        self.remote = RemoteRuns(database, settings, self._run_finished)
 
     def on_run_finished(self, pipeline_name: str, hook: RunFinished) -> None:
         """Call ``hook(run_id, status)`` when a run of ``pipeline_name`` ends (again for each
@@ -106,6 +108,7 @@ class PipelineEngine:
                     await backend.close()
                 except Exception:
                     logger.exception("backend %s did not close cleanly", backend.name)
+            await self.remote.close()
         finally:
             await self.leadership.release()
 
@@ -143,11 +146,19 @@ class PipelineEngine:
     # ------------------------------------------------------------------ recovery
 
     async def recover(self) -> None:
-        """Adopt attempts a dead process left running: retry them or fail them."""
+        """Adopt attempts a dead process left running: retry them or fail them. (Runs on
+        whole-run backends go on there: they are observed again, not adopted.)"""
         now = datetime.now(UTC)
         async with self.database.sessionmaker() as session, session.begin():
             orphans = (
-                await session.scalars(select(StepRun).where(StepRun.status == StepStatus.RUNNING))
+                await session.scalars(
+                    select(StepRun)
+                    .join(PipelineRun, PipelineRun.id == StepRun.run_id)
+                    .where(
+                        StepRun.status == StepStatus.RUNNING,
+                        PipelineRun.backend.not_in(whole_run_backends()),
+                    )
+                )
             ).all()
             for step in orphans:
                 if step.attempts < step.max_attempts:
@@ -199,6 +210,10 @@ class PipelineEngine:
                 .order_by(PipelineRun.created_at)
             )
             active_ids = active.all()
+            for run_id in await session.scalars(
+                select(PipelineRun.id).where(PipelineRun.external_cancel_pending.is_(True))
+            ):
+                self.dirty[run_id] = None
             for run_id in active_ids:
                 if run_id not in self.waiting:  # those wait for a slot: _wake_waiting's call
                     self.dirty[run_id] = None
@@ -318,12 +333,19 @@ class PipelineEngine:
     # ------------------------------------------------------------------ one run
 
     async def _advance(self, run_id: uuid.UUID) -> None:
+        if not await self._advance_steps(run_id):
+            await self.remote.advance(run_id)
+
+    async def _advance_steps(self, run_id: uuid.UUID) -> bool:
+        """Move a run on a step-level backend forward; False for a whole-run backend's run."""
         launches: list[tuple[str, StepTask]] = []
         cancelled_run = finished = False
         async with self.database.sessionmaker() as session, session.begin():
             run = await session.get(PipelineRun, run_id)
             if run is None:
-                return
+                return True
+            if is_whole_run(run.backend):
+                return False
             pipeline_name = run.pipeline_name
             unavailable = None
             try:
@@ -362,6 +384,7 @@ class PipelineEngine:
         for backend_name, task in launches:
             self.inflight[task.task_id] = backend_name
             await (await self.backend(backend_name)).launch(task)
+        return True
 
     async def _start_ready(
         self,

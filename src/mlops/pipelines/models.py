@@ -72,6 +72,9 @@ class PipelineRun(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     request_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # On a whole-run backend: its id for this run, and whether a cancel must still reach it.
+    external_id: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    external_cancel_pending: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -82,6 +82,10 @@ class RunSummary(BaseModel):
     pipeline_name: str
     version: int
     backend: str
+    external_id: str | None = Field(
+        default=None,
+        description="The run's id on a whole-run backend, e.g. Airflow's DAG id/DAG run id.",
+    )
     status: RunStatus
     params: dict[str, Any]
     trigger: str

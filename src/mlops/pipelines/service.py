@@ -17,7 +17,9 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mlops.core.errors import Conflict, InvalidInput, NotFound
+from mlops.backends import FLAVORS, is_whole_run
+from mlops.backends.base import CACHE, LOGS
+from mlops.core.errors import Conflict, InvalidFields, InvalidInput, NotFound, NotSupported
 from mlops.pipelines.models import Pipeline, PipelineRun, PipelineVersion, StepRun
 from mlops.pipelines.schedule import next_fire_time
 from mlops.pipelines.spec import (
@@ -55,6 +57,7 @@ class PipelineService:
         self, spec: PipelineSpec, created_by: str
     ) -> tuple[Pipeline, PipelineVersion, bool]:
         validate_pipeline(spec, backend_problem=self.backend_problem)
+        self._check_capabilities(spec)
         document = spec.model_dump(mode="json", exclude_none=True)
         digest = digest_of(document)
         pipeline = await self.session.scalar(select(Pipeline).where(Pipeline.name == spec.name))
@@ -137,6 +140,19 @@ class PipelineService:
     def backend_of(self, spec: PipelineSpec) -> str:
         return spec.backend or self.default_backend
 
+    def _check_capabilities(self, spec: PipelineSpec) -> None:
+        """Refuse what the pipeline's backend cannot do (whole-run backends have no cache)."""
+        flavor = FLAVORS.get(self.backend_of(spec))
+        if flavor is None or CACHE in flavor.capabilities:
+            return
+        problems = [
+            (("steps", index, "cache"), f"{flavor.not_supported(CACHE)}; set cache: false")
+            for index, step in enumerate(spec.steps)
+            if step.cache
+        ]
+        if problems:
+            raise InvalidFields(problems)
+
     # ---------------------------------------------------------------- runs
 
     async def create_run(
@@ -169,6 +185,7 @@ class PipelineService:
         problem = self.backend_problem(self.backend_of(spec)) if self.backend_problem else None
         if problem:  # configured when the pipeline was applied, not any more
             raise InvalidInput(problem, field=("backend",))
+        self._check_capabilities(spec)  # the default backend may have changed since
         resolved = _run_params(spec, params)
         now = datetime.now(UTC)
         run = PipelineRun(
@@ -226,6 +243,15 @@ class PipelineService:
             raise NotFound(f"Run {run_id} has no step named '{name}'")
         return step
 
+    async def step_with_logs(self, run_id: uuid.UUID, name: str) -> StepRun:
+        """The step, if its run's backend keeps logs."""
+        step = await self.step(run_id, name)
+        run = await self.session.get(PipelineRun, run_id)
+        flavor = FLAVORS.get(run.backend) if run is not None else None
+        if flavor is not None and LOGS not in flavor.capabilities:
+            raise NotSupported(flavor.not_supported(LOGS))
+        return step
+
     def runs_query(
         self, pipeline: str | None = None, status: RunStatus | None = None
     ) -> Select[PipelineRun]:
@@ -244,7 +270,9 @@ class PipelineService:
         run.status = RunStatus.CANCELLED
         run.finished_at = now
         run.error = "cancelled on request"
-        settle_cancelled(steps, now)  # the engine stops the attempts that were running
+        # the engine stops the attempts that were running, or tells the run's backend
+        run.external_cancel_pending = is_whole_run(run.backend)
+        settle_cancelled(steps, now)
         await self.session.flush()
         return run
 
