@@ -73,6 +73,14 @@ FLAVORS: dict[str, Flavor] = {
             whole_run=True,
             capabilities=frozenset({LOGS}),
         ),
+        Flavor(
+            "kubeflow",
+            "mlops.backends.kubeflow:KubeflowBackend",
+            "Each run a Kubeflow Pipelines run of the pipeline compiled to a KFP v2 spec.",
+            settings_block="kubeflow",
+            whole_run=True,
+            capabilities=frozenset(),
+        ),
     )
 }
 
