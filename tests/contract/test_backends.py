@@ -6,8 +6,11 @@
 - ``airflow``: a real Apache Airflow 3.3.2 (``tests/airflow_server.py``) running the project's
   ``airflow_dags/``, driven through the official client;
 - ``kubeflow``: the real ``kfp.Client`` against a fake of the KFP REST API
-  (``tests/kfp_fake.py``) that runs the submitted spec for real, each task a local process.
-  Kubeflow has no logs API: there the cases check the service's 501 instead of log lines.
+  (``tests/kfp_fake.py``) that runs the submitted spec for real, each task a local process;
+- ``vertex``: the real ``google-cloud-aiplatform`` SDK over REST against a fake of the Vertex AI
+  API (``tests/vertex_fake.py``) that runs the submitted spec the same way.
+
+Kubeflow and Vertex AI have no logs API: there the cases check the service's 501 instead.
 
 Each case applies a pipeline that names no backend, so it runs on the service's default.
 """
@@ -31,10 +34,11 @@ from tests.api.test_pipeline_runs import apply, python_step, start, steps_of, wa
 from tests.conftest import ADMIN, base_settings, client_for, running_app
 from tests.kfp_fake import KfpFake
 from tests.kmock_cluster import FakeCluster
+from tests.vertex_fake import BUCKET, VertexFake
 
 pytestmark = pytest.mark.slow
 
-BACKENDS = ["local", "kubernetes", "airflow", "kubeflow"]
+BACKENDS = ["local", "kubernetes", "airflow", "kubeflow", "vertex"]
 
 
 def always() -> bool:
@@ -67,6 +71,7 @@ async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         "kubernetes": kubernetes_target,
         "airflow": airflow_target,
         "kubeflow": kubeflow_target,
+        "vertex": vertex_target,
     }[request.param]
     async with make(request, tmp_path) as target:
         yield target
@@ -156,6 +161,32 @@ async def kubeflow_target(request: pytest.FixtureRequest, tmp_path: Path) -> Asy
 
         async with serving(settings) as client:
             yield Target("kubeflow", client, has_logs=False, stopped=stopped)
+
+
+@contextlib.asynccontextmanager
+async def vertex_target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Target]:
+    with VertexFake(tmp_path / "vertex") as fake:
+        settings = base_settings(
+            tmp_path,
+            pipeline_backend="vertex",
+            vertex={
+                "project": fake.project,
+                "region": fake.location,
+                "pipeline_root": f"gs://{BUCKET}/pipelines",
+                "image": "mlops:contract",
+                "api_endpoint": fake.url,
+                "poll_seconds": 0.3,
+            },
+        )
+
+        def stopped(run_id: str) -> bool:
+            """The PipelineJob is cancelled and none of its task processes runs any more."""
+            job = next(job for job in fake.jobs.values() if run_id in job.job_id)
+            tasks = job.execution.snapshot().values()
+            return job.execution.state == "CANCELED" and all(t.state != "RUNNING" for t in tasks)
+
+        async with serving(settings) as client:
+            yield Target("vertex", client, has_logs=False, stopped=stopped)
 
 
 async def logs_of(target: Target, run_id: str, step: str, **params: Any) -> str | None:

@@ -81,6 +81,14 @@ FLAVORS: dict[str, Flavor] = {
             whole_run=True,
             capabilities=frozenset(),
         ),
+        Flavor(
+            "vertex",
+            "mlops.backends.vertex:VertexBackend",
+            "Each run a Vertex AI PipelineJob of the pipeline compiled to a KFP v2 spec.",
+            settings_block="vertex",
+            whole_run=True,
+            capabilities=frozenset(),
+        ),
     )
 }
 

@@ -113,24 +113,25 @@ class RemoteRuns:
         return getattr(self.settings, block) if block else None
 
     async def advance(self, run_id: uuid.UUID) -> None:
+        loop = asyncio.get_running_loop()
+        contact = self.contacts.setdefault(run_id, _Contact())
+        if loop.time() < contact.next_poll:
+            return  # asked again within poll_seconds: not even the database is read
         async with self.database.sessionmaker() as session:
             run = await session.get(PipelineRun, run_id)
             if run is None:
+                self.contacts.pop(run_id, None)
                 return
             steps = list(
                 (await session.scalars(select(StepRun).where(StepRun.run_id == run_id))).all()
             )
-        if run.external_cancel_pending:
-            await self._cancel(run)
-        if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
-            self.contacts.pop(run_id, None)
-            return
-        contact = self.contacts.setdefault(run_id, _Contact())
-        loop = asyncio.get_running_loop()
-        if loop.time() < contact.next_poll:
-            return
+        cancel_pending = run.external_cancel_pending and not await self._cancel(run)
         config = self._config(run.backend)
         contact.next_poll = loop.time() + config.poll_seconds
+        if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
+            if not cancel_pending:
+                self.contacts.pop(run_id, None)
+            return
         try:
             orchestrator = await self.orchestrator(run.backend)
         except Exception as exc:  # its client cannot be built: nothing to wait for
@@ -209,7 +210,8 @@ class RemoteRuns:
             record_run_finished(name, run.status)
         self.finished(name, run_id, RunStatus.FAILED)
 
-    async def _cancel(self, run: PipelineRun) -> None:
+    async def _cancel(self, run: PipelineRun) -> bool:
+        """Tell the backend to stop the run; whether that is done (or nothing is left to do)."""
         if run.external_id is not None:
             try:
                 orchestrator = await self.orchestrator(run.backend)
@@ -217,15 +219,16 @@ class RemoteRuns:
             except BackendUnavailable as exc:
                 if exc.transient:
                     logger.warning("run %s: cancel not delivered yet: %s", run.id, exc)
-                    return
+                    return False
                 logger.warning("run %s: the backend refused the cancel: %s", run.id, exc)
             except Exception:
                 logger.exception("run %s: cancelling on %s failed", run.id, run.backend)
-                return
+                return False
         async with self.database.sessionmaker() as session, session.begin():
             stored = await session.get(PipelineRun, run.id)
             if stored is not None and stored.external_id == run.external_id:
                 stored.external_cancel_pending = False
+        return True
 
     async def _apply(self, run_id: uuid.UUID, observation: RunObservation) -> None:
         now = datetime.now(UTC)
