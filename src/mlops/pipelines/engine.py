@@ -75,6 +75,8 @@ class PipelineEngine:
         self.finish_hooks: dict[str, RunFinished] = {}
         self.hook_tasks: set[asyncio.Task[None]] = set()
         self.remote = RemoteRuns(database, settings, self._run_finished)
+        # A whole-run backend polled more often than a full scan gets scans that often.
+        self.scan_seconds = min([FULL_SCAN_SECONDS, *self.remote.poll_intervals()])
 
     def on_run_finished(self, pipeline_name: str, hook: RunFinished) -> None:
         """Call ``hook(run_id, status)`` when a run of ``pipeline_name`` ends (again for each
@@ -181,7 +183,7 @@ class PipelineEngine:
         while True:
             try:
                 await self._drain_results()
-                if loop.time() - last_scan >= FULL_SCAN_SECONDS:
+                if loop.time() - last_scan >= self.scan_seconds:
                     last_scan = loop.time()
                     await self._full_scan()
                 while self.dirty:
@@ -195,7 +197,7 @@ class PipelineEngine:
                 logger.exception("pipeline engine pass failed; retrying")
                 await asyncio.sleep(0.5)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(FULL_SCAN_SECONDS):
+                async with asyncio.timeout(self.scan_seconds):
                     await self.wake.wait()
             self.wake.clear()
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from mlops.backends import FLAVORS, create_run_orchestrator
+from mlops.backends import FLAVORS, create_run_orchestrator, whole_run_backends
 from mlops.backends.base import (
     LOGS,
     BackendUnavailable,
@@ -107,6 +107,14 @@ class RemoteRuns:
             except Exception:
                 logger.exception("backend %s did not close cleanly", orchestrator.name)
         self.orchestrators.clear()
+
+    def poll_intervals(self) -> list[float]:
+        """``poll_seconds`` of every configured whole-run backend."""
+        return [
+            self._config(name).poll_seconds
+            for name in whole_run_backends()
+            if self._config(name) is not None
+        ]
 
     def _config(self, backend: str) -> Any:
         block = FLAVORS[backend].settings_block
