@@ -12,7 +12,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
-DOMAINS: tuple[str, ...] = ("mlops.security", "mlops.pipelines", "mlops.training")
+DOMAINS: tuple[str, ...] = (
+    "mlops.security",
+    "mlops.pipelines",
+    "mlops.training",
+    "mlops.deployments",
+)
 
 
 def domain_routers() -> list[APIRouter]:

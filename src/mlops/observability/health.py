@@ -68,9 +68,17 @@ async def _check_rate_limit_store(limiter: RateLimiter) -> ComponentState:
     )
 
 
+def _check_deployments(loaded: bool) -> ComponentState:
+    if loaded:
+        return ComponentState(status="ok", required=True, detail="deployed models loaded")
+    return ComponentState(
+        status="down", required=True, detail="loading the models of existing deployments"
+    )
+
+
 @router.get(
     "/ready",
-    summary="Readiness: the database and, when configured, Redis answer",
+    summary="Readiness: the database (and Redis) answer, deployed models are loaded",
     response_model=Readiness,
     responses={503: {"description": "A required component is down", "model": Readiness}},
 )
@@ -80,6 +88,9 @@ async def ready(request: Request) -> Any:
     limiter: RateLimiter | None = state.rate_limiter
     if limiter is not None and limiter.shared:
         components["redis"] = await _check_rate_limit_store(limiter)
+    deployments = getattr(state, "deployments", None)
+    if deployments is not None:
+        components["deployments"] = _check_deployments(deployments.ready.is_set())
     if any(c.status == "down" and c.required for c in components.values()):
         overall: Literal["ready", "degraded", "unavailable"] = "unavailable"
     elif any(c.status != "ok" for c in components.values()):

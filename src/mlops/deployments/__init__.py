@@ -1,0 +1,1 @@
+"""Deployments: serving model versions, A/B experiments and canary rollouts."""

@@ -1,0 +1,210 @@
+"""Routes of the deployment domain. Thin: each awaits one service or runtime call."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from mlops.core.database import SessionDep
+from mlops.core.pagination import Page, PageDep, paginate
+from mlops.core.settings import SettingsDep
+from mlops.deployments.manager import DeploymentManager
+from mlops.deployments.models import Deployment
+from mlops.deployments.schemas import (
+    Decision,
+    DeploymentCreate,
+    DeploymentOut,
+    DeploymentState,
+    DeploymentSummary,
+    DeploymentUpdate,
+    EventOut,
+    PredictRequest,
+    PredictResponse,
+    VariantOut,
+)
+from mlops.deployments.service import DeploymentService
+from mlops.deployments.serving import resolve_version
+from mlops.observability.context import current_request_id
+from mlops.security.auth import require
+from mlops.security.permissions import Permission
+from mlops.security.principal import Principal
+
+router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
+Read = Annotated[Principal, Depends(require(Permission.DEPLOYMENTS_READ))]
+Write = Annotated[Principal, Depends(require(Permission.DEPLOYMENTS_WRITE))]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such deployment"}}
+
+
+async def deployment_service(session: SessionDep, settings: SettingsDep) -> DeploymentService:
+    tracking_uri = settings.effective_mlflow_uri
+    return DeploymentService(
+        session, lambda name, version, alias: resolve_version(tracking_uri, name, version, alias)
+    )
+
+
+ServiceDep = Annotated[DeploymentService, Depends(deployment_service)]
+
+
+def _manager(request: Request) -> DeploymentManager:
+    manager: DeploymentManager = request.app.state.deployments
+    return manager
+
+
+async def _out(service: DeploymentService, deployment: Deployment) -> DeploymentOut:
+    variants = await service.variants(deployment)
+    return DeploymentOut(
+        **DeploymentSummary.model_validate(deployment).model_dump(),
+        variants=[VariantOut.model_validate(v) for v in variants],
+    )
+
+
+@router.post(
+    "",
+    summary="Deploy a registered model version (or alias) as a new endpoint",
+    response_model=DeploymentOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        404: {"description": "No such model, version or alias in the registry"},
+        409: {"description": "A deployment of that name exists"},
+    },
+)
+async def create_deployment(
+    body: DeploymentCreate, request: Request, principal: Write, service: ServiceDep
+) -> DeploymentOut:
+    deployment = await service.create(body, principal.name)
+    out = await _out(service, deployment)
+    await service.session.commit()
+    _manager(request).notify()
+    return out
+
+
+@router.get("", summary="List deployments, newest first", response_model=Page[DeploymentSummary])
+async def list_deployments(
+    _: Read,
+    service: ServiceDep,
+    session: SessionDep,
+    page: PageDep,
+    state: Annotated[DeploymentState | None, Query(description="Only in this state.")] = None,
+) -> Page[DeploymentSummary]:
+    return await paginate(session, service.query(state), page, DeploymentSummary)
+
+
+@router.get(
+    "/{name}",
+    summary="A deployment: its variants, weights, state and rollout",
+    response_model=DeploymentOut,
+    responses=NOT_FOUND,
+)
+async def get_deployment(name: str, _: Read, service: ServiceDep) -> DeploymentOut:
+    return await _out(service, await service.get(name))
+
+
+@router.patch(
+    "/{name}",
+    summary="Roll a new model version out under the deployment's strategy",
+    response_model=DeploymentOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        **NOT_FOUND,
+        409: {"description": "A rollout is in progress, or the version serves"},
+    },
+)
+async def roll_out(
+    name: str, body: DeploymentUpdate, request: Request, principal: Write, service: ServiceDep
+) -> DeploymentOut:
+    deployment = await service.roll_out(name, body, principal.name)
+    out = await _out(service, deployment)
+    await service.session.commit()
+    _manager(request).notify()
+    return out
+
+
+@router.post(
+    "/{name}/promote",
+    summary="Give the rolling-out variant all traffic now",
+    response_model=DeploymentOut,
+    responses={**NOT_FOUND, 409: {"description": "No rollout, or its variant is not ready"}},
+)
+async def promote(
+    name: str, request: Request, principal: Write, service: ServiceDep, body: Decision | None = None
+) -> DeploymentOut:
+    deployment = await service.promote(name, principal.name, body.reason if body else "")
+    out = await _out(service, deployment)
+    await service.session.commit()
+    _manager(request).notify()
+    return out
+
+
+@router.post(
+    "/{name}/rollback",
+    summary="Abort the rollout, or switch back to the variant kept on standby",
+    response_model=DeploymentOut,
+    responses={**NOT_FOUND, 409: {"description": "Nothing to roll back to"}},
+)
+async def rollback(
+    name: str, request: Request, principal: Write, service: ServiceDep, body: Decision | None = None
+) -> DeploymentOut:
+    deployment = await service.rollback(name, principal.name, body.reason if body else "")
+    out = await _out(service, deployment)
+    await service.session.commit()
+    _manager(request).notify()
+    return out
+
+
+@router.delete(
+    "/{name}",
+    summary="Delete a deployment and unload its models",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=NOT_FOUND,
+)
+async def delete_deployment(name: str, request: Request, _: Write, service: ServiceDep) -> Response:
+    await service.delete(name)
+    await service.session.commit()
+    _manager(request).notify()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{name}/history",
+    summary="Every change of the deployment, oldest first: what, why, who, the split after it",
+    response_model=Page[EventOut],
+    responses=NOT_FOUND,
+)
+async def history(
+    name: str, _: Read, service: ServiceDep, session: SessionDep, page: PageDep
+) -> Page[EventOut]:
+    deployment = await service.get(name)
+    return await paginate(session, service.events_query(deployment), page, EventOut)
+
+
+@router.post(
+    "/{name}/predict",
+    summary="Predictions from the deployment's variants, split by their weights",
+    response_model=PredictResponse,
+    responses={
+        **NOT_FOUND,
+        409: {"description": "No healthy variant takes traffic yet"},
+        422: {"description": "The input does not match the model's signature (field named)"},
+    },
+)
+async def predict(name: str, body: PredictRequest, request: Request, _: Read) -> PredictResponse:
+    variant, version, predictions = await _manager(request).runtime.predict(
+        name, body.model_dump(exclude_none=True)
+    )
+    return PredictResponse(
+        predictions=predictions,
+        variant=variant,
+        model_version=version,
+        request_id=current_request_id() or uuid.uuid4().hex,
+    )
+
+
+ROUTERS = [router]
+TAGS = [
+    {
+        "name": "deployments",
+        "description": "Model endpoints: variants, traffic splits, rollouts and predictions.",
+    }
+]

@@ -1,0 +1,309 @@
+"""The deployment loop of each process: keep the served models and splits in step with the
+database and, in the elected process, drive rollouts.
+
+Every pass (each ``TICK_SECONDS``, or at once when notified): load what the database says
+should be served here (ready and standby variants), drop what it no longer lists, and rebuild
+each deployment's split. The leader also loads new variants (a load or warm-up failure means
+the variant never takes traffic) and moves each rollout on under its strategy: ``direct``
+switches at once, ``blue_green`` switches at once and keeps the old variant loaded for a
+rollback window, ``canary`` moves through its weight steps and analyses each against the stable
+variant, rolling back by itself when the analysis fails. ``ready`` is set after the first
+complete pass, so ``/ready`` holds until the deployments found at start-up are loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from mlops.core.database import Database
+from mlops.core.leadership import Leadership
+from mlops.core.tasks import stop_tasks
+from mlops.deployments.canary import CanaryThresholds, analyse_canary
+from mlops.deployments.models import Deployment, DeploymentVariant
+from mlops.deployments.runtime import Runtime
+from mlops.deployments.schemas import DeploymentState, Strategy, VariantStatus
+from mlops.deployments.service import CONTROLLER, DeploymentService
+from mlops.deployments.serving import LoadedModel, ModelLoadFailed
+from mlops.security.audit import AuditLog, AuditRecord
+
+logger = logging.getLogger("mlops.deployments")
+TICK_SECONDS = 0.5
+DEPLOYMENTS_LOCK = 0x6D6C6F7073_20
+
+
+class DeploymentManager:
+    def __init__(self, database: Database, tracking_uri: str, audit_log: AuditLog) -> None:
+        self.database = database
+        self.tracking_uri = tracking_uri
+        self.audit_log = audit_log
+        self.runtime = Runtime()
+        self.leadership = Leadership(database, DEPLOYMENTS_LOCK)
+        self.ready = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.failed_here: dict[tuple[str, str], str] = {}  # models this process cannot load
+
+    async def start(self) -> None:
+        async with self.database.sessionmaker() as session:
+            anything = await session.scalar(select(DeploymentVariant.id).limit(1))
+        if anything is None:  # nothing to load: ready from the start
+            self.ready.set()
+        self.task = asyncio.create_task(self._loop(), name="deployments")
+
+    async def stop(self) -> None:
+        try:
+            await stop_tasks(self.task)
+            await self.runtime.close()
+        finally:
+            await self.leadership.release()
+
+    def notify(self) -> None:
+        self.wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                leader = await self.leadership.try_acquire()
+                await self.tick(leader)
+                self.ready.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("deployment pass failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK_SECONDS):
+                    await self.wake.wait()
+            self.wake.clear()
+
+    async def tick(self, leader: bool) -> None:
+        if leader:
+            await self._load_new_variants()
+            await self._drive_rollouts()
+        await self._sync()
+
+    # ------------------------------------------------------------------ serving here
+
+    async def _sync(self) -> None:
+        async with self.database.sessionmaker() as session:
+            deployments = (await session.scalars(select(Deployment))).all()
+            variants = (
+                await session.scalars(
+                    select(DeploymentVariant).where(
+                        DeploymentVariant.status.in_([VariantStatus.READY, VariantStatus.STANDBY])
+                    )
+                )
+            ).all()
+        wanted = {(v.model_name, v.model_version) for v in variants}
+        for key in wanted - set(self.runtime.models) - set(self.failed_here):
+            await self._ensure_loaded(*key)
+        for key in set(self.runtime.models) - wanted:
+            await self.runtime.models.pop(key).close()
+        by_deployment: dict[Any, list[DeploymentVariant]] = {}
+        for variant in variants:
+            by_deployment.setdefault(variant.deployment_id, []).append(variant)
+        names = set()
+        for deployment in deployments:
+            names.add(deployment.name)
+            self.runtime.set_route(
+                deployment.name,
+                [
+                    (v.name, v.model_name, v.model_version, v.weight)
+                    for v in by_deployment.get(deployment.id, [])
+                    if v.status == VariantStatus.READY
+                ],
+            )
+        for gone in set(self.runtime.routes) - names:
+            self.runtime.drop_route(gone)
+
+    async def _ensure_loaded(self, model: str, version: str) -> LoadedModel:
+        key = (model, version)
+        if key not in self.runtime.models:
+            try:
+                self.runtime.models[key] = await LoadedModel.load(self.tracking_uri, model, version)
+            except ModelLoadFailed as exc:
+                self.failed_here[key] = str(exc)
+                raise
+        return self.runtime.models[key]
+
+    # ------------------------------------------------------------------ the leader's work
+
+    async def _load_new_variants(self) -> None:
+        async with self.database.sessionmaker() as session:
+            loading = (
+                await session.scalars(
+                    select(DeploymentVariant).where(
+                        DeploymentVariant.status == VariantStatus.LOADING
+                    )
+                )
+            ).all()
+        for variant in loading:
+            key = (variant.model_name, variant.model_version)
+            self.failed_here.pop(key, None)  # a new request to load it: try again
+            try:
+                model = await self._ensure_loaded(*key)
+                outcome, detail = True, _loaded(model)
+            except ModelLoadFailed as exc:
+                outcome, detail = False, str(exc)
+            async with self.database.sessionmaker() as session, session.begin():
+                service = DeploymentService(session)
+                stored = await session.get(DeploymentVariant, variant.id)
+                deployment = await session.get(Deployment, variant.deployment_id)
+                if stored is None or deployment is None or stored.status != VariantStatus.LOADING:
+                    continue
+                if outcome:
+                    await service.variant_ready(deployment, stored, detail)
+                else:
+                    await service.variant_failed(deployment, stored, detail)
+            await self._audit(service)
+
+    async def _drive_rollouts(self) -> None:
+        now = datetime.now(UTC)
+        async with self.database.sessionmaker() as session, session.begin():
+            service = DeploymentService(session)
+            deployments = (await session.scalars(select(Deployment))).all()
+            for deployment in deployments:
+                await service.retire_expired(deployment, now)
+                if deployment.state != DeploymentState.ROLLING_OUT or deployment.rollout is None:
+                    continue
+                target, previous = await service._rollout_pair(deployment)
+                if target.status != VariantStatus.READY:
+                    continue  # still loading (a failure ends the rollout in _load_new_variants)
+                await self._advance(service, deployment, target, previous, now)
+        await self._audit(service)
+
+    async def _audit(self, service: DeploymentService) -> None:
+        """The controller's decisions, committed, into the audit log beside people's requests."""
+        for name, kind, reason in service.decisions:
+            await self.audit_log.append(
+                AuditRecord(
+                    principal=CONTROLLER,
+                    action=f"deployment.{kind}",
+                    resource=f"/api/v1/deployments/{name}",
+                    outcome="success",
+                    status_code=200,
+                    details={"reason": reason},
+                )
+            )
+        service.decisions.clear()
+
+    async def _advance(
+        self,
+        service: DeploymentService,
+        deployment: Deployment,
+        target: DeploymentVariant,
+        previous: DeploymentVariant | None,
+        now: datetime,
+    ) -> None:
+        rollout = deployment.rollout or {}
+        strategy = rollout.get("strategy")
+        if previous is None or strategy in (Strategy.DIRECT, Strategy.BLUE_GREEN):
+            reason = (
+                "switched at once (blue-green)" if strategy == Strategy.BLUE_GREEN else "direct"
+            )
+            await service.finish_rollout(deployment, target, previous, CONTROLLER, reason)
+            return
+        settings = deployment.settings["canary"]
+        steps: list[float] = settings["steps"]
+        step = int(rollout.get("step", -1))
+        if step < 0:
+            await self._step(service, deployment, target, previous, 0, steps, "first canary step")
+            return
+        started = datetime.fromisoformat(rollout["step_started_at"])
+        if (now - started).total_seconds() < float(settings["analysis_seconds"]):
+            return
+        since = started.timestamp()
+        stable = self.runtime.window(deployment.name, previous.name).since(since)
+        canary = self.runtime.window(deployment.name, target.name).since(since)
+        verdict = analyse_canary(stable, canary, _thresholds(settings))
+        detail = {
+            "step": step,
+            "weight": steps[step],
+            "outcome": verdict.outcome,
+            "reasons": list(verdict.reasons),
+            "figures": verdict.figures,
+        }
+        if verdict.outcome == "fail":
+            reason = "canary analysis failed: " + "; ".join(verdict.reasons)
+            await service.abort_rollout(
+                deployment, target, previous, CONTROLLER, reason, "analysis", detail
+            )
+        elif verdict.outcome == "inconclusive":
+            waited = int(rollout.get("inconclusive", 0)) + 1
+            if waited > int(settings["max_inconclusive_steps"]):
+                reason = f"canary analysis inconclusive {waited} times: " + "; ".join(
+                    verdict.reasons
+                )
+                await service.abort_rollout(
+                    deployment, target, previous, CONTROLLER, reason, "inconclusive", detail
+                )
+                return
+            deployment.rollout = {
+                **rollout,
+                "inconclusive": waited,
+                "step_started_at": now.isoformat(),
+            }
+            await service.note(
+                deployment, "analysis", "inconclusive: " + "; ".join(verdict.reasons), detail
+            )
+        elif step + 1 < len(steps):
+            await self._step(
+                service,
+                deployment,
+                target,
+                previous,
+                step + 1,
+                steps,
+                "analysis passed: " + "; ".join(verdict.reasons),
+                detail,
+            )
+        else:
+            await service.finish_rollout(
+                deployment,
+                target,
+                previous,
+                CONTROLLER,
+                "canary analysis passed at every step",
+                detail,
+            )
+
+    @staticmethod
+    async def _step(
+        service: DeploymentService,
+        deployment: Deployment,
+        target: DeploymentVariant,
+        previous: DeploymentVariant,
+        step: int,
+        steps: list[float],
+        reason: str,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        weight = float(steps[step])
+        await service.set_step(
+            deployment,
+            {target.name: weight, previous.name: 100.0 - weight},
+            step,
+            f"{target.name} at {weight:g} %: {reason}",
+            {"step": step, "weight": weight, **(detail or {})},
+        )
+
+
+def _loaded(model: LoadedModel) -> str:
+    return (
+        f"loaded in {model.load_seconds:.2f} s, warmed and smoke-tested on its input example "
+        f"in {model.warm_up_seconds:.2f} s"
+    )
+
+
+def _thresholds(settings: dict[str, Any]) -> CanaryThresholds:
+    return CanaryThresholds(
+        max_error_rate_increase=float(settings["max_error_rate_increase"]),
+        max_latency_p95_ratio=float(settings["max_latency_p95_ratio"]),
+        max_latency_p95_increase_ms=settings.get("max_latency_p95_increase_ms"),
+        min_requests=int(settings["min_requests"]),
+    )

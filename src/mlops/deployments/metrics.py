@@ -1,0 +1,41 @@
+"""Prometheus metrics of the deployment domain."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PREDICTIONS = Counter(
+    "mlops_predictions_total",
+    "Prediction requests answered, by deployment, variant and outcome (ok or error).",
+    ["deployment", "variant", "outcome"],
+)
+PREDICTION_LATENCY = Histogram(
+    "mlops_prediction_latency_seconds",
+    "Time to answer a prediction request (queueing, micro-batch and model), by variant.",
+    ["deployment", "variant"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+TRAFFIC_WEIGHT = Gauge(
+    "mlops_deployment_traffic_weight",
+    "The share of a deployment's traffic (%) each variant is given.",
+    ["deployment", "variant"],
+)
+ROLLBACKS = Counter(
+    "mlops_deployment_rollbacks_total",
+    "Rollbacks, by deployment and reason (analysis, load_failed, manual).",
+    ["deployment", "reason"],
+)
+
+
+def record_prediction(deployment: str, variant: str, ok: bool, seconds: float) -> None:
+    PREDICTIONS.labels(deployment, variant, "ok" if ok else "error").inc()
+    PREDICTION_LATENCY.labels(deployment, variant).observe(seconds)
+
+
+def record_weights(deployment: str, weights: dict[str, float]) -> None:
+    for variant, weight in weights.items():
+        TRAFFIC_WEIGHT.labels(deployment, variant).set(weight)
+
+
+def record_rollback(deployment: str, reason: str) -> None:
+    ROLLBACKS.labels(deployment, reason).inc()

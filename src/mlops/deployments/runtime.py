@@ -1,0 +1,119 @@
+"""What this process serves: each deployment's loaded variants, the traffic split, and the
+requests each variant answered (the canary analysis reads them).
+
+Models are loaded once per (model, version) and shared by every deployment that serves that
+version. The split comes from the database (``manager.py`` keeps it in step); a variant that is
+not loaded here takes no traffic here, whatever its weight.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlops.core.errors import Conflict, NotFound
+from mlops.deployments.canary import WindowStats, latency_quantile
+from mlops.deployments.metrics import record_prediction
+from mlops.deployments.serving import LoadedModel, PredictionFailed
+
+WINDOW_EVENTS = 200_000  # per variant: enough for any analysis window at a few thousand req/s
+
+
+class VariantWindow:
+    """The outcome and latency of each request a variant answered, newest last."""
+
+    def __init__(self) -> None:
+        self.events: deque[tuple[float, float, bool]] = deque(maxlen=WINDOW_EVENTS)
+
+    def record(self, latency_ms: float, ok: bool) -> None:
+        self.events.append((time.time(), latency_ms, ok))
+
+    def since(self, moment: float) -> WindowStats:
+        latencies: list[float] = []
+        errors = 0
+        for at, latency_ms, ok in reversed(self.events):
+            if at < moment:
+                break
+            latencies.append(latency_ms)
+            errors += not ok
+        return WindowStats(
+            requests=len(latencies),
+            errors=errors,
+            latency_p95_ms=latency_quantile(latencies, 0.95),
+        )
+
+
+@dataclass
+class Route:
+    """One deployment's split in this process: variants by cumulative weight."""
+
+    variants: list[tuple[str, str, str]] = field(default_factory=list)  # name, model, version
+    bounds: list[float] = field(default_factory=list)
+
+    def pick(self) -> tuple[str, str, str] | None:
+        if not self.variants:
+            return None
+        share = random.random() * self.bounds[-1]  # noqa: S311 - traffic split, not a secret
+        index = bisect.bisect_right(self.bounds, share)
+        return self.variants[min(index, len(self.variants) - 1)]
+
+
+class Runtime:
+    def __init__(self) -> None:
+        self.models: dict[tuple[str, str], LoadedModel] = {}
+        self.routes: dict[str, Route] = {}
+        self.windows: dict[tuple[str, str], VariantWindow] = {}  # (deployment, variant)
+
+    def window(self, deployment: str, variant: str) -> VariantWindow:
+        return self.windows.setdefault((deployment, variant), VariantWindow())
+
+    def set_route(self, deployment: str, weights: list[tuple[str, str, str, float]]) -> None:
+        """``weights``: (variant, model, version, weight); only loaded variants are routed."""
+        route = Route()
+        total = 0.0
+        for variant, model, version, weight in weights:
+            if weight > 0 and (model, version) in self.models:
+                total += weight
+                route.variants.append((variant, model, version))
+                route.bounds.append(total)
+        self.routes[deployment] = route
+
+    def drop_route(self, deployment: str) -> None:
+        self.routes.pop(deployment, None)
+        for key in [k for k in self.windows if k[0] == deployment]:
+            del self.windows[key]
+
+    async def predict(self, deployment: str, body: Any) -> tuple[str, str, list[Any]]:
+        """(variant, model version, predictions) for one request."""
+        route = self.routes.get(deployment)
+        if route is None:
+            raise NotFound(f"No deployment '{deployment}' is being served (unknown, or loading)")
+        chosen = route.pick()
+        if chosen is None:
+            raise Conflict(f"Deployment '{deployment}' has no healthy variant taking traffic yet")
+        variant, model_name, version = chosen
+        model = self.models[(model_name, version)]
+        parsed = model.parse(body)  # 422 naming the field: not the variant's fault
+        started = time.perf_counter()
+        ok = False
+        try:
+            predictions = await model.predict(parsed)
+            ok = True
+        finally:
+            latency_ms = 1000 * (time.perf_counter() - started)
+            self.window(deployment, variant).record(latency_ms, ok)
+            record_prediction(deployment, variant, ok, latency_ms / 1000)
+        return variant, version, predictions
+
+    async def close(self) -> None:
+        for model in self.models.values():
+            await model.close()
+        self.models.clear()
+        self.routes.clear()
+
+
+__all__ = ["PredictionFailed", "Runtime", "VariantWindow"]

@@ -1,0 +1,216 @@
+"""Request and response bodies of the deployment domain."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mlops.training.spec import MODEL_NAME_PATTERN
+
+DEPLOYMENT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+
+class Strategy(StrEnum):
+    DIRECT = "direct"
+    BLUE_GREEN = "blue_green"
+    CANARY = "canary"
+
+
+class DeploymentState(StrEnum):
+    DEPLOYING = "deploying"  # the first variant is loading
+    READY = "ready"  # serving, no rollout in progress
+    ROLLING_OUT = "rolling_out"  # a new variant is taking traffic step by step
+    FAILED = "failed"  # the first variant never became healthy: nothing serves
+
+
+class VariantStatus(StrEnum):
+    LOADING = "loading"
+    READY = "ready"  # loaded, warmed and smoke-tested; may take traffic
+    STANDBY = "standby"  # replaced, kept loaded for an instant rollback
+    FAILED = "failed"  # did not load or answer its smoke predictions: never takes traffic
+    RETIRED = "retired"
+
+
+class ModelRef(BaseModel):
+    """A registered model and either a version or an alias."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=MODEL_NAME_PATTERN, max_length=128, examples=["breast-cancer-rf"])
+    version: str | None = Field(default=None, pattern=r"^[0-9]{1,9}$", examples=["3"])
+    alias: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$", examples=["champion"])
+
+    @model_validator(mode="after")
+    def _one_of_version_and_alias(self) -> ModelRef:
+        if (self.version is None) == (self.alias is None):
+            raise ValueError("give exactly one of version and alias")
+        return self
+
+    @property
+    def requested_as(self) -> str:
+        return self.version if self.version is not None else f"@{self.alias}"
+
+
+class CanarySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    steps: list[float] = Field(
+        default_factory=lambda: [10.0, 25.0, 50.0, 100.0],
+        min_length=1,
+        max_length=20,
+        description="The canary's traffic share (%) at each step, increasing, ending at 100.",
+    )
+    analysis_seconds: float = Field(
+        default=60.0, gt=0, le=86_400, description="How long each step is watched."
+    )
+    max_error_rate_increase: float = Field(default=0.05, ge=0, le=1)
+    max_latency_p95_ratio: float = Field(default=1.5, ge=1)
+    max_latency_p95_increase_ms: float | None = Field(default=5.0, ge=0)
+    min_requests: int = Field(
+        default=50, ge=1, description="Canary requests a step needs before it can pass."
+    )
+    max_inconclusive_steps: int = Field(
+        default=3,
+        ge=0,
+        description="Analysis windows a step may wait for min_requests before it rolls back.",
+    )
+
+    @model_validator(mode="after")
+    def _increasing_to_100(self) -> CanarySettings:
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
+            raise ValueError("steps must increase")
+        if not (self.steps[0] > 0 and self.steps[-1] == 100):
+            raise ValueError("steps must lie in (0, 100] and end at 100")
+        return self
+
+
+class BlueGreenSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keep_previous_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        le=7 * 86_400,
+        description="How long the replaced variant stays loaded for an instant rollback.",
+    )
+
+
+class StrategySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    canary: CanarySettings = Field(default_factory=CanarySettings)
+    blue_green: BlueGreenSettings = Field(default_factory=BlueGreenSettings)
+
+
+class DeploymentCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "bc",
+                    "model": {"name": "breast-cancer-rf", "alias": "champion"},
+                    "strategy": "canary",
+                    "settings": {"canary": {"steps": [10, 50, 100], "analysis_seconds": 120}},
+                }
+            ]
+        },
+    )
+
+    name: str = Field(pattern=DEPLOYMENT_NAME_PATTERN, max_length=63)
+    model: ModelRef
+    strategy: Strategy = Field(
+        default=Strategy.DIRECT,
+        description="How later versions roll out (the first one takes all traffic once healthy).",
+    )
+    settings: StrategySettings = Field(default_factory=StrategySettings)
+
+
+class DeploymentUpdate(BaseModel):
+    """Roll a new model version out under the deployment's strategy (or the one given)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"model": {"name": "breast-cancer-rf", "version": "4"}}]},
+    )
+
+    model: ModelRef
+    strategy: Strategy | None = None
+    settings: StrategySettings | None = None
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=2000)
+
+
+class VariantOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    model_name: str
+    model_version: str
+    requested_as: str
+    weight: float
+    status: VariantStatus
+    detail: str | None
+    keep_until: datetime | None
+    created_at: datetime
+
+
+class DeploymentSummary(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    model_name: str
+    strategy: Strategy
+    settings: dict[str, Any]
+    state: DeploymentState
+    rollout: dict[str, Any] | None
+    error: str | None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeploymentOut(DeploymentSummary):
+    variants: list[VariantOut]
+
+
+class EventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    kind: str
+    reason: str
+    actor: str
+    weights: dict[str, float]
+    detail: dict[str, Any]
+    created_at: datetime
+
+
+class PredictRequest(BaseModel):
+    """Either ``instances`` (records) or ``dataframe_split``; checked against the signature."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"instances": [{"mean radius": 14.1, "mean texture": 19.3}]}]
+        },
+    )
+
+    instances: list[dict[str, Any]] | None = Field(default=None, min_length=1, max_length=10_000)
+    dataframe_split: dict[str, Any] | None = None
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Any]
+    variant: str
+    model_version: str
+    request_id: str

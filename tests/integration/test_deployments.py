@@ -1,0 +1,249 @@
+"""Deployments end to end in the app: real MLflow registry, real models, every strategy.
+
+Each model is a small random forest (or the same wrapped to fail: ``tests/model_registry.py``)
+registered in the app's own MLflow store. Canary analysis windows are short (1 s) so that a
+rollout runs in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mlops.app import create_app
+from mlops.core.settings import Settings
+from tests.conftest import ADMIN, base_settings, client_for, running_app
+from tests.model_registry import register, rows
+
+pytestmark = pytest.mark.slow
+MODEL = "bc-rf"
+
+
+def fast_canary(**overrides: Any) -> dict[str, Any]:
+    return {
+        "canary": {
+            "steps": [50, 100],
+            "analysis_seconds": 1.0,
+            "min_requests": 10,
+            "max_inconclusive_steps": 5,
+            **overrides,
+        }
+    }
+
+
+async def until(
+    client: httpx.AsyncClient, name: str, check: Any, timeout: float = 60
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = (await client.get(f"/api/v1/deployments/{name}", headers=ADMIN)).json()
+        if check(found):
+            return dict(found)
+        assert time.monotonic() < deadline, found
+        await asyncio.sleep(0.1)
+
+
+def weights(deployment: dict[str, Any]) -> dict[str, float]:
+    return {v["name"]: v["weight"] for v in deployment["variants"] if v["weight"] > 0}
+
+
+async def predict(
+    client: httpx.AsyncClient, name: str, records: list[dict[str, Any]]
+) -> httpx.Response:
+    return await client.post(
+        f"/api/v1/deployments/{name}/predict", json={"instances": records}, headers=ADMIN
+    )
+
+
+async def traffic(client: httpx.AsyncClient, name: str, seconds: float, **pick: Any) -> list[int]:
+    """Single-row requests from 4 clients for ``seconds``; their status codes."""
+    codes: list[int] = []
+    stop = time.monotonic() + seconds
+
+    async def one_client(seed: int) -> None:
+        records = rows(200, **pick)
+        i = seed
+        while time.monotonic() < stop:
+            codes.append((await predict(client, name, [records[i % len(records)]])).status_code)
+            i += 4
+
+    await asyncio.gather(*(one_client(seed) for seed in range(4)))
+    return codes
+
+
+async def history(client: httpx.AsyncClient, name: str) -> list[dict[str, Any]]:
+    page = (await client.get(f"/api/v1/deployments/{name}/history?limit=200", headers=ADMIN)).json()
+    return list(page["items"])
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return base_settings(tmp_path)
+
+
+async def test_direct_deploy_serves_and_checks_the_signature(settings: Settings) -> None:
+    register(settings.effective_mlflow_uri, MODEL, alias="champion")
+    async with running_app(settings) as app, client_for(app) as client:
+        created = await client.post(
+            "/api/v1/deployments",
+            json={"name": "bc", "model": {"name": MODEL, "alias": "champion"}},
+            headers=ADMIN,
+        )
+        assert created.status_code == 202, created.text
+        assert created.json()["state"] == "deploying"
+        ready = await until(client, "bc", lambda d: d["state"] == "ready")
+        assert weights(ready) == {"v1": 100.0}
+        answered = await predict(client, "bc", rows(3))
+        assert answered.status_code == 200, answered.text
+        body = answered.json()
+        assert len(body["predictions"]) == 3 and set(body["predictions"]) <= {0, 1}
+        assert (body["variant"], body["model_version"]) == ("v1", "1") and body["request_id"]
+
+        record = rows(1)[0]
+        del record["mean texture"]
+        refused = await predict(client, "bc", [record])
+        assert refused.status_code == 422, refused.text
+        assert "mean texture" in refused.text
+        kinds = [event["kind"] for event in await history(client, "bc")]
+        assert kinds == ["created", "serving"]
+        missing = await client.post(
+            "/api/v1/deployments",
+            json={"name": "nope", "model": {"name": MODEL, "alias": "no-such-alias"}},
+            headers=ADMIN,
+        )
+        assert missing.status_code == 404, missing.text
+        assert (await client.get("/api/v1/deployments", headers=ADMIN)).json()["total"] == 1
+
+
+async def test_a_canary_that_errors_rolls_back_by_itself(settings: Settings) -> None:
+    uri = settings.effective_mlflow_uri
+    register(uri, MODEL)
+    register(uri, MODEL, "flaky")
+    async with running_app(settings) as app, client_for(app) as client:
+        await client.post(
+            "/api/v1/deployments",
+            json={
+                "name": "bc",
+                "model": {"name": MODEL, "version": "1"},
+                "strategy": "canary",
+                "settings": fast_canary(),
+            },
+            headers=ADMIN,
+        )
+        await until(client, "bc", lambda d: d["state"] == "ready")
+        patched = await client.patch(
+            "/api/v1/deployments/bc", json={"model": {"name": MODEL, "version": "2"}}, headers=ADMIN
+        )
+        assert patched.status_code == 202, patched.text
+        await until(client, "bc", lambda d: weights(d).get("v2") == 50.0)
+        started = time.monotonic()
+        codes = await traffic(client, "bc", 3.0)
+        assert 500 in codes and 200 in codes
+        final = await until(client, "bc", lambda d: d["rollout"] is None)
+        assert time.monotonic() - started < 10  # within its analysis window (1 s) and a tick
+        assert weights(final) == {"v1": 100.0}
+        assert next(v for v in final["variants"] if v["name"] == "v2")["status"] == "retired"
+        rolled = [e for e in await history(client, "bc") if e["kind"] == "rolled_back"]
+        assert rolled and rolled[0]["actor"] == "rollout-controller"
+        assert "canary error rate" in rolled[0]["reason"], rolled[0]
+        audit = (await client.get("/api/v1/audit?limit=200", headers=ADMIN)).json()["items"]
+        decided = [e for e in audit if e["action"] == "deployment.rolled_back"]
+        assert decided and decided[0]["principal"] == "rollout-controller", audit
+        metrics = (await client.get("/metrics")).text
+        assert 'mlops_deployment_rollbacks_total{deployment="bc",reason="analysis"} 1.0' in metrics
+        codes = await traffic(client, "bc", 0.5)
+        assert set(codes) == {200}
+
+
+async def test_a_healthy_canary_steps_up_to_all_traffic(settings: Settings) -> None:
+    uri = settings.effective_mlflow_uri
+    register(uri, MODEL)
+    register(uri, MODEL)
+    async with running_app(settings) as app, client_for(app) as client:
+        await client.post(
+            "/api/v1/deployments",
+            json={
+                "name": "bc",
+                "model": {"name": MODEL, "version": "1"},
+                "strategy": "canary",
+                "settings": fast_canary(),
+            },
+            headers=ADMIN,
+        )
+        await until(client, "bc", lambda d: d["state"] == "ready")
+        await client.patch(
+            "/api/v1/deployments/bc", json={"model": {"name": MODEL, "version": "2"}}, headers=ADMIN
+        )
+        load = asyncio.create_task(traffic(client, "bc", 6.0))
+        final = await until(client, "bc", lambda d: d["rollout"] is None, timeout=30)
+        await load
+        assert weights(final) == {"v2": 100.0}
+        steps = [e["weights"] for e in await history(client, "bc") if e["kind"] == "weight_step"]
+        assert steps[0] == {"v1": 50.0, "v2": 50.0} and steps[-1] == {"v1": 0.0, "v2": 100.0}
+        assert (await predict(client, "bc", rows(1))).json()["model_version"] == "2"
+
+
+async def test_blue_green_switches_at_once_and_rolls_back_instantly(settings: Settings) -> None:
+    uri = settings.effective_mlflow_uri
+    register(uri, MODEL)
+    register(uri, MODEL)
+    register(uri, MODEL, "broken")
+    async with running_app(settings) as app, client_for(app) as client:
+        await client.post(
+            "/api/v1/deployments",
+            json={"name": "bc", "model": {"name": MODEL, "version": "1"}, "strategy": "blue_green"},
+            headers=ADMIN,
+        )
+        await until(client, "bc", lambda d: d["state"] == "ready")
+        await client.patch(
+            "/api/v1/deployments/bc", json={"model": {"name": MODEL, "version": "2"}}, headers=ADMIN
+        )
+        switched = await until(client, "bc", lambda d: d["rollout"] is None)
+        assert weights(switched) == {"v2": 100.0}
+        assert next(v for v in switched["variants"] if v["name"] == "v1")["status"] == "standby"
+        back = await client.post(
+            "/api/v1/deployments/bc/rollback", json={"reason": "wrong feature set"}, headers=ADMIN
+        )
+        assert back.status_code == 200, back.text
+        assert weights(back.json()) == {"v1": 100.0}
+        await asyncio.sleep(1.0)  # the next pass routes by the new split
+        assert (await predict(client, "bc", rows(1))).json()["model_version"] == "1"
+
+        await client.patch(
+            "/api/v1/deployments/bc", json={"model": {"name": MODEL, "version": "3"}}, headers=ADMIN
+        )
+        kept = await until(client, "bc", lambda d: d["rollout"] is None)
+        broken = next(v for v in kept["variants"] if v["name"] == "v3")
+        assert broken["status"] == "failed" and broken["weight"] == 0.0, broken["detail"]
+        assert weights(kept) == {"v1": 100.0}
+        events = await history(client, "bc")
+        manual = [e for e in events if e["kind"] == "rolled_back"]
+        assert manual[0]["actor"].startswith("bootstrap/") and manual[0]["reason"] == (
+            "wrong feature set"
+        )
+        assert any(e["kind"] == "variant_failed" for e in events)
+
+
+async def test_deployments_come_back_after_a_restart(settings: Settings) -> None:
+    register(settings.effective_mlflow_uri, MODEL)
+    async with running_app(settings) as app, client_for(app) as client:
+        await client.post(
+            "/api/v1/deployments",
+            json={"name": "bc", "model": {"name": MODEL, "version": "1"}},
+            headers=ADMIN,
+        )
+        await until(client, "bc", lambda d: d["state"] == "ready")
+    restarted = create_app(settings)
+    async with restarted.router.lifespan_context(restarted), client_for(restarted) as client:
+        deadline = time.monotonic() + 30
+        while (await client.get("/ready")).status_code != 200:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        answered = await predict(client, "bc", rows(2))
+        assert answered.status_code == 200, answered.text
+        assert answered.json()["model_version"] == "1"
