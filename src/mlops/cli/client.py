@@ -20,7 +20,8 @@ class ApiClient:
         self.base_url = (base_url or os.environ.get("MLOPS_URL") or DEFAULT_URL).rstrip("/")
         self.api_key = api_key or os.environ.get("MLOPS_API_KEY")
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request(self, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any) -> Any:
+        """The JSON answer; a refusal is printed and exits (a 404 returns None if missing_ok)."""
         headers = kwargs.pop("headers", {})
         if self.api_key:
             headers["X-API-Key"] = self.api_key
@@ -31,6 +32,8 @@ class ApiClient:
         except httpx.HTTPError as exc:
             typer.secho(f"cannot reach {self.base_url}: {exc}", fg="red", err=True)
             raise typer.Exit(FAILURE) from exc
+        if response.status_code == 404 and missing_ok:
+            return None
         if response.status_code >= 400:
             typer.secho(describe_problem(response), fg="red", err=True)
             # A request the service refuses as invalid is a usage error of the command.
