@@ -247,3 +247,28 @@ async def test_deployments_come_back_after_a_restart(settings: Settings) -> None
         answered = await predict(client, "bc", rows(2))
         assert answered.status_code == 200, answered.text
         assert answered.json()["model_version"] == "1"
+
+
+async def test_rolling_moves_traffic_in_equal_batches(settings: Settings) -> None:
+    uri = settings.effective_mlflow_uri
+    register(uri, MODEL)
+    register(uri, MODEL)
+    rolling = {"rolling": {"batches": 4, "batch_seconds": 0.5}}
+    async with running_app(settings) as app, client_for(app) as client:
+        await client.post(
+            "/api/v1/deployments",
+            json={"name": "bc", "model": {"name": MODEL, "version": "1"}, "strategy": "rolling"},
+            headers=ADMIN,
+        )
+        await until(client, "bc", lambda d: d["state"] == "ready")
+        await client.patch(
+            "/api/v1/deployments/bc",
+            json={"model": {"name": MODEL, "version": "2"}, "settings": rolling},
+            headers=ADMIN,
+        )
+        final = await until(client, "bc", lambda d: d["rollout"] is None, timeout=30)
+        assert weights(final) == {"v2": 100.0}
+        steps = [
+            e["weights"]["v2"] for e in await history(client, "bc") if e["kind"] == "weight_step"
+        ]
+        assert steps == [25.0, 50.0, 75.0, 100.0]

@@ -11,7 +11,7 @@ import typer
 from mlops.cli.client import FAILURE, USAGE_ERROR, ApiClient
 
 POLL_SECONDS = 0.5
-STRATEGIES = ("direct", "blue_green", "canary")
+STRATEGIES = ("direct", "blue_green", "canary", "rolling")
 
 
 def parse_model(text: str) -> dict[str, str]:

@@ -7,8 +7,10 @@ each deployment's split. The leader also loads new variants (a load or warm-up f
 the variant never takes traffic) and moves each rollout on under its strategy: ``direct``
 switches at once, ``blue_green`` switches at once and keeps the old variant loaded for a
 rollback window, ``canary`` moves through its weight steps and analyses each against the stable
-variant, rolling back by itself when the analysis fails. ``ready`` is set after the first
-complete pass, so ``/ready`` holds until the deployments found at start-up are loaded.
+variant, rolling back by itself when the analysis fails; ``rolling`` moves traffic in equal
+batches with the same checks between them (a batch without traffic does not hold it back).
+``ready`` is set after the first complete pass, so ``/ready`` holds until the deployments found
+at start-up are loaded.
 """
 
 from __future__ import annotations
@@ -208,11 +210,12 @@ class DeploymentManager:
             )
             await service.finish_rollout(deployment, target, previous, CONTROLLER, reason)
             return
-        settings = deployment.settings["canary"]
-        steps: list[float] = settings["steps"]
+        settings, steps = _stepping(deployment.settings, strategy)
         step = int(rollout.get("step", -1))
         if step < 0:
-            await self._step(service, deployment, target, previous, 0, steps, "first canary step")
+            await self._step(
+                service, deployment, target, previous, 0, steps, f"first {strategy} step"
+            )
             return
         started = datetime.fromisoformat(rollout["step_started_at"])
         if (now - started).total_seconds() < float(settings["analysis_seconds"]):
@@ -229,11 +232,11 @@ class DeploymentManager:
             "figures": verdict.figures,
         }
         if verdict.outcome == "fail":
-            reason = "canary analysis failed: " + "; ".join(verdict.reasons)
+            reason = f"{strategy} analysis failed: " + "; ".join(verdict.reasons)
             await service.abort_rollout(
                 deployment, target, previous, CONTROLLER, reason, "analysis", detail
             )
-        elif verdict.outcome == "inconclusive":
+        elif verdict.outcome == "inconclusive" and strategy == Strategy.CANARY:
             waited = int(rollout.get("inconclusive", 0)) + 1
             if waited > int(settings["max_inconclusive_steps"]):
                 reason = f"canary analysis inconclusive {waited} times: " + "; ".join(
@@ -259,7 +262,7 @@ class DeploymentManager:
                 previous,
                 step + 1,
                 steps,
-                "analysis passed: " + "; ".join(verdict.reasons),
+                f"analysis {verdict.outcome}: " + "; ".join(verdict.reasons),
                 detail,
             )
         else:
@@ -268,7 +271,7 @@ class DeploymentManager:
                 target,
                 previous,
                 CONTROLLER,
-                "canary analysis passed at every step",
+                f"{strategy} analysis passed at every step",
                 detail,
             )
 
@@ -298,6 +301,19 @@ def _loaded(model: LoadedModel) -> str:
         f"loaded in {model.load_seconds:.2f} s, warmed and smoke-tested on its input example "
         f"in {model.warm_up_seconds:.2f} s"
     )
+
+
+def _stepping(settings: dict[str, Any], strategy: str | None) -> tuple[dict[str, Any], list[float]]:
+    """The analysis settings and weight steps of a canary or rolling rollout."""
+    if strategy == Strategy.ROLLING:
+        from mlops.deployments.schemas import RollingSettings
+
+        rolling = RollingSettings.model_validate(settings["rolling"])
+        values = rolling.model_dump()
+        values["analysis_seconds"] = rolling.batch_seconds
+        values["max_inconclusive_steps"] = 0
+        return values, rolling.steps
+    return settings["canary"], list(settings["canary"]["steps"])
 
 
 def _thresholds(settings: dict[str, Any]) -> CanaryThresholds:

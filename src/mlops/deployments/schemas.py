@@ -18,6 +18,7 @@ class Strategy(StrEnum):
     DIRECT = "direct"
     BLUE_GREEN = "blue_green"
     CANARY = "canary"
+    ROLLING = "rolling"
 
 
 class DeploymentState(StrEnum):
@@ -88,6 +89,24 @@ class CanarySettings(BaseModel):
         return self
 
 
+class RollingSettings(BaseModel):
+    """Traffic moved in equal batches; between batches the new variant's health is checked
+    against the old one (the canary checks); a batch without traffic is not held back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batches: int = Field(default=4, ge=2, le=20)
+    batch_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    max_error_rate_increase: float = Field(default=0.05, ge=0, le=1)
+    max_latency_p95_ratio: float = Field(default=2.0, ge=1)
+    max_latency_p95_increase_ms: float | None = Field(default=10.0, ge=0)
+    min_requests: int = Field(default=20, ge=1)
+
+    @property
+    def steps(self) -> list[float]:
+        return [round(100 * batch / self.batches, 2) for batch in range(1, self.batches + 1)]
+
+
 class BlueGreenSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -103,6 +122,7 @@ class StrategySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     canary: CanarySettings = Field(default_factory=CanarySettings)
+    rolling: RollingSettings = Field(default_factory=RollingSettings)
     blue_green: BlueGreenSettings = Field(default_factory=BlueGreenSettings)
 
 
