@@ -272,3 +272,71 @@ async def test_rolling_moves_traffic_in_equal_batches(settings: Settings) -> Non
             e["weights"]["v2"] for e in await history(client, "bc") if e["kind"] == "weight_step"
         ]
         assert steps == [25.0, 50.0, 75.0, 100.0]
+
+
+async def test_an_ab_test_keeps_each_user_on_a_variant_and_reports_the_difference(
+    settings: Settings,
+) -> None:
+    uri = settings.effective_mlflow_uri
+    register(uri, MODEL)
+    register(uri, MODEL)
+    users = [f"user-{i}" for i in range(120)]
+    async with running_app(settings) as app, client_for(app) as client:
+        await client.post(
+            "/api/v1/deployments",
+            json={"name": "bc", "model": {"name": MODEL, "version": "1"}, "strategy": "ab_test"},
+            headers=ADMIN,
+        )
+        await until(client, "bc", lambda d: d["state"] == "ready")
+        await client.patch(
+            "/api/v1/deployments/bc", json={"model": {"name": MODEL, "version": "2"}}, headers=ADMIN
+        )
+        split = await until(client, "bc", lambda d: weights(d).get("v2") == 50.0)
+        assert split["state"] == "rolling_out"
+        await asyncio.sleep(1.0)  # every process routes by the split after its next pass
+        record = rows(1)[0]
+        assigned: dict[str, str] = {}
+        outcomes = []
+        for i, user in enumerate(users):
+            by_body = await client.post(
+                "/api/v1/deployments/bc/predict",
+                json={"instances": [record], "key": user},
+                headers=ADMIN,
+            )
+            by_header = await client.post(
+                "/api/v1/deployments/bc/predict",
+                json={"instances": [record]},
+                headers={**ADMIN, "X-User-Id": user},
+            )
+            assigned[user] = by_body.json()["variant"]
+            assert by_header.json()["variant"] == assigned[user]  # sticky, header or field
+            converted = (i % 10) < (6 if assigned[user] == "v2" else 3)
+            outcomes.append({"request_id": by_body.json()["request_id"], "value": converted})
+        share = sum(v == "v2" for v in assigned.values()) / len(users)
+        assert 0.3 < share < 0.7, share
+        await asyncio.sleep(1.0)  # predictions are written in batches
+        accepted = await client.post(
+            "/api/v1/deployments/bc/outcomes",
+            json={"outcomes": [*outcomes, {"request_id": "nope", "value": 1}]},
+            headers=ADMIN,
+        )
+        assert accepted.json() == {"accepted": len(users), "unknown": ["nope"]}, accepted.text
+        report = (await client.get("/api/v1/deployments/bc/experiment", headers=ADMIN)).json()
+        assert report["control"] == "v1" and report["metric"] == "rate"
+        control, challenger = report["variants"]
+        assert control["predictions"] == 2 * sum(v == "v1" for v in assigned.values())
+        assert challenger["comparison"]["difference"] > 0.2
+        assert (
+            challenger["comparison"]["p_value"] < 0.01 and challenger["comparison"]["significant"]
+        )
+    restarted = create_app(settings)
+    async with restarted.router.lifespan_context(restarted), client_for(restarted) as client:
+        while (await client.get("/ready")).status_code != 200:
+            await asyncio.sleep(0.1)
+        for user in users[:20]:
+            again = await client.post(
+                "/api/v1/deployments/bc/predict",
+                json={"instances": [record], "key": user},
+                headers=ADMIN,
+            )
+            assert again.json()["variant"] == assigned[user]

@@ -11,7 +11,7 @@ import typer
 from mlops.cli.client import FAILURE, USAGE_ERROR, ApiClient
 
 POLL_SECONDS = 0.5
-STRATEGIES = ("direct", "blue_green", "canary", "rolling")
+STRATEGIES = ("direct", "blue_green", "canary", "rolling", "ab_test")
 
 
 def parse_model(text: str) -> dict[str, str]:
@@ -79,6 +79,10 @@ def follow(client: ApiClient, name: str, variant: str, seen: int, timeout: float
             typer.echo(_event_line(event))
         seen = len(events)
         deployment = client.request("GET", f"/api/v1/deployments/{name}")
+        rollout = deployment["rollout"] or {}
+        if rollout.get("strategy") == "ab_test" and rollout.get("step", -1) >= 0:
+            typer.secho(f"deployment {name}: A/B test of {variant} running", fg="green")
+            return 0  # it runs until someone promotes or rolls back
         if deployment["rollout"] is None and deployment["state"] != "deploying":
             serving = next(v for v in deployment["variants"] if v["name"] == variant)
             if serving["weight"] == 100 and serving["status"] == "ready":

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from mlops.core.database import SessionDep
 from mlops.core.pagination import Page, PageDep, paginate
 from mlops.core.settings import SettingsDep
+from mlops.deployments.experiments import ExperimentService
 from mlops.deployments.manager import DeploymentManager
 from mlops.deployments.models import Deployment
 from mlops.deployments.schemas import (
@@ -20,6 +21,9 @@ from mlops.deployments.schemas import (
     DeploymentSummary,
     DeploymentUpdate,
     EventOut,
+    ExperimentOut,
+    OutcomesAccepted,
+    OutcomesIn,
     PredictRequest,
     PredictResponse,
     VariantOut,
@@ -190,15 +194,39 @@ async def history(
     },
 )
 async def predict(name: str, body: PredictRequest, request: Request, _: Read) -> PredictResponse:
-    variant, version, predictions = await _manager(request).runtime.predict(
-        name, body.model_dump(exclude_none=True)
+    request_id = current_request_id() or uuid.uuid4().hex
+    runtime = _manager(request).runtime
+    key = body.key or request.headers.get(runtime.key_header(name))
+    variant, version, predictions = await runtime.predict(
+        name, body.model_dump(exclude_none=True, exclude={"key"}), key, request_id
     )
     return PredictResponse(
-        predictions=predictions,
-        variant=variant,
-        model_version=version,
-        request_id=current_request_id() or uuid.uuid4().hex,
+        predictions=predictions, variant=variant, model_version=version, request_id=request_id
     )
+
+
+@router.post(
+    "/{name}/outcomes",
+    summary="Report outcomes of an A/B test's predictions, by request id (in bulk)",
+    response_model=OutcomesAccepted,
+    responses=NOT_FOUND,
+)
+async def record_outcomes(
+    name: str, body: OutcomesIn, _: Write, service: ServiceDep
+) -> OutcomesAccepted:
+    deployment = await service.get(name)
+    return await ExperimentService(service.session).record_outcomes(deployment, body)
+
+
+@router.get(
+    "/{name}/experiment",
+    summary="The A/B test: per-variant counts and rates or means, each tested against the control",
+    response_model=ExperimentOut,
+    responses={**NOT_FOUND, 409: {"description": "No A/B prediction recorded"}},
+)
+async def experiment(name: str, _: Read, service: ServiceDep) -> ExperimentOut:
+    deployment = await service.get(name)
+    return await ExperimentService(service.session).report(deployment)
 
 
 ROUTERS = [router]

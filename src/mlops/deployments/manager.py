@@ -27,7 +27,7 @@ from mlops.core.database import Database
 from mlops.core.leadership import Leadership
 from mlops.core.tasks import stop_tasks
 from mlops.deployments.canary import CanaryThresholds, analyse_canary
-from mlops.deployments.models import Deployment, DeploymentVariant
+from mlops.deployments.models import Deployment, DeploymentVariant, PredictionRecord
 from mlops.deployments.runtime import Runtime
 from mlops.deployments.schemas import DeploymentState, Strategy, VariantStatus
 from mlops.deployments.service import CONTROLLER, DeploymentService
@@ -88,6 +88,35 @@ class DeploymentManager:
             await self._load_new_variants()
             await self._drive_rollouts()
         await self._sync()
+        await self._write_assignments()
+
+    async def _write_assignments(self) -> None:
+        """The A/B predictions answered since the last pass, in one transaction."""
+        assigned, self.runtime.assigned = self.runtime.assigned, []
+        if not assigned:
+            return
+        async with self.database.sessionmaker() as session, session.begin():
+            names = {name for _, name, _, _, _ in assigned}
+            ids = dict(
+                (
+                    await session.execute(
+                        select(Deployment.name, Deployment.id).where(Deployment.name.in_(names))
+                    )
+                )
+                .tuples()
+                .all()
+            )
+            session.add_all(
+                PredictionRecord(
+                    request_id=request_id,
+                    deployment_id=ids[name],
+                    variant=variant,
+                    request_key=key,
+                    created_at=when,
+                )
+                for request_id, name, variant, key, when in assigned
+                if name in ids
+            )
 
     # ------------------------------------------------------------------ serving here
 
@@ -119,6 +148,8 @@ class DeploymentManager:
                     for v in by_deployment.get(deployment.id, [])
                     if v.status == VariantStatus.READY
                 ],
+                sticky=(deployment.rollout or {}).get("strategy") == Strategy.AB_TEST,
+                key_header=deployment.settings.get("ab_test", {}).get("key_header", "X-User-Id"),
             )
         for gone in set(self.runtime.routes) - names:
             self.runtime.drop_route(gone)
@@ -209,6 +240,17 @@ class DeploymentManager:
                 "switched at once (blue-green)" if strategy == Strategy.BLUE_GREEN else "direct"
             )
             await service.finish_rollout(deployment, target, previous, CONTROLLER, reason)
+            return
+        if strategy == Strategy.AB_TEST:  # a fixed split until someone decides
+            if int(rollout.get("step", -1)) < 0:
+                share = float(deployment.settings["ab_test"]["share"])
+                await service.set_step(
+                    deployment,
+                    {target.name: share, previous.name: 100.0 - share},
+                    0,
+                    f"A/B test: {target.name} {share:g} %, {previous.name} {100 - share:g} %",
+                    {"share": share},
+                )
             return
         settings, steps = _stepping(deployment.settings, strategy)
         step = int(rollout.get("step", -1))

@@ -69,3 +69,19 @@ class DeploymentEvent(Base):
     weights: Mapped[dict[str, float]] = mapped_column(JSON)  # the split after the event
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class PredictionRecord(Base):
+    """A prediction of an A/B test: which variant answered whom, and the outcome reported later."""
+
+    __tablename__ = "deployment_predictions"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), index=True
+    )
+    variant: Mapped[str] = mapped_column(String(63))
+    request_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    outcome: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    outcome_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

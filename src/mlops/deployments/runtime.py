@@ -9,10 +9,12 @@ not loaded here takes no traffic here, whatever its weight.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from mlops.core.errors import Conflict, NotFound
@@ -20,6 +22,7 @@ from mlops.deployments.canary import WindowStats, latency_quantile
 from mlops.deployments.metrics import record_prediction
 from mlops.deployments.serving import LoadedModel, PredictionFailed
 
+DEFAULT_KEY_HEADER = "X-User-Id"
 WINDOW_EVENTS = 200_000  # per variant: enough for any analysis window at a few thousand req/s
 
 
@@ -49,17 +52,31 @@ class VariantWindow:
 
 @dataclass
 class Route:
-    """One deployment's split in this process: variants by cumulative weight."""
+    """One deployment's split in this process: variants by cumulative weight. In an A/B test
+    (``sticky``) a request with a key always lands on the same variant, in every process and
+    after restarts: its place in the split is a hash of the deployment and the key."""
 
     variants: list[tuple[str, str, str]] = field(default_factory=list)  # name, model, version
     bounds: list[float] = field(default_factory=list)
+    sticky: bool = False
+    name: str = ""
+    key_header: str = DEFAULT_KEY_HEADER
 
-    def pick(self) -> tuple[str, str, str] | None:
+    def pick(self, key: str | None = None) -> tuple[str, str, str] | None:
         if not self.variants:
             return None
-        share = random.random() * self.bounds[-1]  # noqa: S311 - traffic split, not a secret
+        if self.sticky and key is not None:
+            share = sticky_share(self.name, key) * self.bounds[-1]
+        else:
+            share = random.random() * self.bounds[-1]  # noqa: S311 - traffic split, not a secret
         index = bisect.bisect_right(self.bounds, share)
         return self.variants[min(index, len(self.variants) - 1)]
+
+
+def sticky_share(deployment: str, key: str) -> float:
+    """A number in [0, 1) fixed by the deployment and the key."""
+    digest = hashlib.sha256(f"{deployment}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 class Runtime:
@@ -67,13 +84,27 @@ class Runtime:
         self.models: dict[tuple[str, str], LoadedModel] = {}
         self.routes: dict[str, Route] = {}
         self.windows: dict[tuple[str, str], VariantWindow] = {}  # (deployment, variant)
+        # A/B predictions not written yet: request id, deployment, variant, key, when
+        self.assigned: list[tuple[str, str, str, str | None, datetime]] = []
+
+    def key_header(self, deployment: str) -> str:
+        route = self.routes.get(deployment)
+        return route.key_header if route is not None else DEFAULT_KEY_HEADER
 
     def window(self, deployment: str, variant: str) -> VariantWindow:
         return self.windows.setdefault((deployment, variant), VariantWindow())
 
-    def set_route(self, deployment: str, weights: list[tuple[str, str, str, float]]) -> None:
-        """``weights``: (variant, model, version, weight); only loaded variants are routed."""
-        route = Route()
+    def set_route(
+        self,
+        deployment: str,
+        weights: list[tuple[str, str, str, float]],
+        sticky: bool = False,
+        key_header: str = DEFAULT_KEY_HEADER,
+    ) -> None:
+        """``weights``: (variant, model, version, weight); only loaded variants are routed,
+        in name order (so that a sticky key's place means the same variant everywhere)."""
+        route = Route(sticky=sticky, name=deployment, key_header=key_header)
+        weights = sorted(weights)
         total = 0.0
         for variant, model, version, weight in weights:
             if weight > 0 and (model, version) in self.models:
@@ -87,12 +118,14 @@ class Runtime:
         for key in [k for k in self.windows if k[0] == deployment]:
             del self.windows[key]
 
-    async def predict(self, deployment: str, body: Any) -> tuple[str, str, list[Any]]:
-        """(variant, model version, predictions) for one request."""
+    async def predict(
+        self, deployment: str, body: Any, key: str | None = None, request_id: str = ""
+    ) -> tuple[str, str, list[Any]]:
+        """(variant, model version, predictions) for one request; an A/B test's is recorded."""
         route = self.routes.get(deployment)
         if route is None:
             raise NotFound(f"No deployment '{deployment}' is being served (unknown, or loading)")
-        chosen = route.pick()
+        chosen = route.pick(key)
         if chosen is None:
             raise Conflict(f"Deployment '{deployment}' has no healthy variant taking traffic yet")
         variant, model_name, version = chosen
@@ -107,6 +140,8 @@ class Runtime:
             latency_ms = 1000 * (time.perf_counter() - started)
             self.window(deployment, variant).record(latency_ms, ok)
             record_prediction(deployment, variant, ok, latency_ms / 1000)
+        if route.sticky:
+            self.assigned.append((request_id, deployment, variant, key, datetime.now(UTC)))
         return variant, version, predictions
 
     async def close(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,6 +19,7 @@ class Strategy(StrEnum):
     BLUE_GREEN = "blue_green"
     CANARY = "canary"
     ROLLING = "rolling"
+    AB_TEST = "ab_test"
 
 
 class DeploymentState(StrEnum):
@@ -107,6 +108,24 @@ class RollingSettings(BaseModel):
         return [round(100 * batch / self.batches, 2) for batch in range(1, self.batches + 1)]
 
 
+class AbTestSettings(BaseModel):
+    """A fixed split until promote or rollback; each caller keeps its variant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    share: float = Field(default=50.0, gt=0, lt=100, description="The new variant's share (%).")
+    key_header: str = Field(
+        default="X-User-Id",
+        pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="The header carrying the sticky key, when the body has no `key`.",
+    )
+    metric: Literal["rate", "mean"] = Field(
+        default="rate",
+        description="Outcomes are 0/1 (a two-proportion z-test) or numbers (Welch's t-test).",
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+
 class BlueGreenSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -123,6 +142,7 @@ class StrategySettings(BaseModel):
 
     canary: CanarySettings = Field(default_factory=CanarySettings)
     rolling: RollingSettings = Field(default_factory=RollingSettings)
+    ab_test: AbTestSettings = Field(default_factory=AbTestSettings)
     blue_green: BlueGreenSettings = Field(default_factory=BlueGreenSettings)
 
 
@@ -227,6 +247,12 @@ class PredictRequest(BaseModel):
 
     instances: list[dict[str, Any]] | None = Field(default=None, min_length=1, max_length=10_000)
     dataframe_split: dict[str, Any] | None = None
+    key: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Sticky assignment in an A/B test (a user id, say); else the header named "
+        "in the test's settings.",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -234,3 +260,48 @@ class PredictResponse(BaseModel):
     variant: str
     model_version: str
     request_id: str
+
+
+class Outcome(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=64)
+    value: float = Field(description="1/0 for a conversion, or any number for a mean metric.")
+
+
+class OutcomesIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"outcomes": [{"request_id": "3f2a…", "value": 1}]}]},
+    )
+
+    outcomes: list[Outcome] = Field(min_length=1, max_length=10_000)
+
+
+class OutcomesAccepted(BaseModel):
+    accepted: int
+    unknown: list[str] = Field(description="Request ids with no recorded A/B prediction.")
+
+
+class Comparison(BaseModel):
+    difference: float | None
+    confidence_interval: tuple[float, float] | None
+    statistic: float | None
+    p_value: float | None
+    significant: bool | None
+
+
+class VariantResult(BaseModel):
+    name: str
+    predictions: int
+    outcomes: int
+    value: float | None = Field(description="The rate or mean of the outcomes.")
+    comparison: Comparison | None = Field(description="Against the control; None for it.")
+
+
+class ExperimentOut(BaseModel):
+    metric: Literal["rate", "mean"]
+    test: str
+    confidence: float
+    control: str
+    variants: list[VariantResult]

@@ -18,7 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlops.core.errors import Conflict, NotFound
 from mlops.deployments.metrics import record_rollback, record_weights
-from mlops.deployments.models import Deployment, DeploymentEvent, DeploymentVariant
+from mlops.deployments.models import (
+    Deployment,
+    DeploymentEvent,
+    DeploymentVariant,
+)
 from mlops.deployments.schemas import (
     DeploymentCreate,
     DeploymentState,
