@@ -17,6 +17,8 @@ import pytest
 
 from mlops.app import create_app
 from mlops.core.settings import Settings
+from tests.api.test_pipeline_runs import apply, start
+from tests.api.test_pipeline_runs import wait_for as wait_for_run
 from tests.conftest import ADMIN, base_settings, client_for, running_app
 from tests.model_registry import register, rows
 
@@ -340,3 +342,53 @@ async def test_an_ab_test_keeps_each_user_on_a_variant_and_reports_the_differenc
                 headers=ADMIN,
             )
             assert again.json()["variant"] == assigned[user]
+
+
+async def test_a_pipeline_trains_registers_and_deploys_then_the_new_version_serves(
+    settings: Settings,
+) -> None:
+    pipeline = {
+        "name": "train-and-deploy",
+        "steps": [
+            {
+                "name": "train",
+                "type": "train",
+                "params": {
+                    "dataset": "sklearn://breast_cancer",
+                    "target": "target",
+                    "estimator": "logistic_regression",
+                    "n_trials": 2,
+                    "cv_folds": 2,
+                },
+            },
+            {
+                "name": "register",
+                "type": "register_model",
+                "depends_on": ["train"],
+                "params": {"model_uri": "{{ steps.train.outputs.model_uri }}", "name": "bc-pipe"},
+            },
+            {
+                "name": "deploy",
+                "type": "deploy",
+                "depends_on": ["register"],
+                "params": {
+                    "deployment": "bc",
+                    "model_name": "bc-pipe",
+                    "version": "{{ steps.register.outputs.model_version }}",
+                },
+            },
+        ],
+    }
+    async with running_app(settings) as app, client_for(app) as client:
+        await apply(client, pipeline)
+        run = await wait_for_run(
+            client, (await start(client, "train-and-deploy"))["id"], timeout=240
+        )
+        assert run["status"] == "succeeded", run
+        deployed = {s["name"]: s for s in run["steps"]}["deploy"]["outputs"]
+        assert deployed["state"] == "ready" and deployed["model_version"] == "1", deployed
+        answered = await predict(client, "bc", rows(2))
+        assert answered.status_code == 200, answered.text
+        assert answered.json()["model_version"] == "1"
+        created = (await history(client, "bc"))[0]
+        assert created["actor"] == f"pipeline-run:{run['id']}"

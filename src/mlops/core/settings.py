@@ -167,11 +167,14 @@ class Settings(BaseSettings):
     def step_environment(self) -> dict[str, str]:
         """What step processes need to reach the service's stores (never passed as params,
         which are stored and shown: URLs may hold passwords)."""
-        return {
+        environment = {
             "MLOPS_OPTUNA_STORAGE": self.optuna_storage_url,
             "MLOPS_MLFLOW_TRACKING_URI": self.effective_mlflow_uri,
             "MLOPS_DATA_DIR": str(self.data_dir.resolve()),
         }
+        if self.database_url:  # else the embedded file under MLOPS_DATA_DIR
+            environment["MLOPS_DATABASE_URL"] = self.database_url
+        return environment
 
     @property
     def is_sqlite(self) -> bool:

@@ -2,10 +2,11 @@
 
 from mlops.steps.library import (
     data_validation,
+    deploy,
     feature_engineering,
     models,
     python_call,
     training,
 )
 
-__all__ = ["data_validation", "feature_engineering", "models", "python_call", "training"]
+__all__ = ["data_validation", "deploy", "feature_engineering", "models", "python_call", "training"]
