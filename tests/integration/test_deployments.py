@@ -231,6 +231,35 @@ async def test_blue_green_switches_at_once_and_rolls_back_instantly(settings: Se
         assert any(e["kind"] == "variant_failed" for e in events)
 
 
+async def test_blue_green_keeps_the_old_variant_only_for_its_window(settings: Settings) -> None:
+    uri = settings.effective_mlflow_uri
+    register(uri, MODEL)
+    register(uri, MODEL)
+    quick = {"blue_green": {"keep_previous_seconds": 1.0}}
+    async with running_app(settings) as app, client_for(app) as client:
+        await client.post(
+            "/api/v1/deployments",
+            json={"name": "bc", "model": {"name": MODEL, "version": "1"}, "strategy": "blue_green"},
+            headers=ADMIN,
+        )
+        await until(client, "bc", lambda d: d["state"] == "ready")
+        await client.patch(
+            "/api/v1/deployments/bc",
+            json={"model": {"name": MODEL, "version": "2"}, "settings": quick},
+            headers=ADMIN,
+        )
+        unloaded = await until(
+            client,
+            "bc",
+            lambda d: any(v["name"] == "v1" and v["status"] == "retired" for v in d["variants"]),
+        )
+        assert weights(unloaded) == {"v2": 100.0}
+        await asyncio.sleep(1.0)  # the next pass unloads it
+        assert ("bc-rf", "1") not in app.state.deployments.runtime.models
+        late = await client.post("/api/v1/deployments/bc/rollback", headers=ADMIN)
+        assert late.status_code == 409 and "nothing to roll back to" in late.text
+
+
 async def test_deployments_come_back_after_a_restart(settings: Settings) -> None:
     register(settings.effective_mlflow_uri, MODEL)
     async with running_app(settings) as app, client_for(app) as client:
@@ -331,6 +360,13 @@ async def test_an_ab_test_keeps_each_user_on_a_variant_and_reports_the_differenc
         assert (
             challenger["comparison"]["p_value"] < 0.01 and challenger["comparison"]["significant"]
         )
+        metrics = (await client.get("/metrics")).text
+        for series in (
+            'mlops_predictions_total{deployment="bc",outcome="ok",variant="v2"}',
+            'mlops_prediction_latency_seconds_count{deployment="bc",variant="v1"}',
+            'mlops_deployment_traffic_weight{deployment="bc",variant="v2"} 50.0',
+        ):
+            assert series in metrics, series
     restarted = create_app(settings)
     async with restarted.router.lifespan_context(restarted), client_for(restarted) as client:
         while (await client.get("/ready")).status_code != 200:
@@ -342,6 +378,11 @@ async def test_an_ab_test_keeps_each_user_on_a_variant_and_reports_the_differenc
                 headers=ADMIN,
             )
             assert again.json()["variant"] == assigned[user]
+        promoted = await client.post(
+            "/api/v1/deployments/bc/promote", json={"reason": "v2 converts better"}, headers=ADMIN
+        )
+        assert promoted.status_code == 200, promoted.text
+        assert weights(promoted.json()) == {"v2": 100.0} and promoted.json()["rollout"] is None
 
 
 async def test_a_pipeline_trains_registers_and_deploys_then_the_new_version_serves(
