@@ -105,10 +105,11 @@ class MicroBatcher(Generic[T, R]):
         if self._closed:
             return
         self._closed = True
+        waiting = [*self._inflight, *self._queue]  # a cancelled batch forgets its callers
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        self._fail([*self._inflight, *self._queue], ModelUnavailable(f"{self.name} was unloaded"))
+        self._fail(waiting, ModelUnavailable(f"{self.name} was unloaded"))
         self._queue.clear()
         self._queued_rows = 0
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -337,9 +337,12 @@ def _split_data(split: dict[str, Any], width: int, where: Location) -> tuple[lis
 
 def _array(values: list[Any], dtype: str) -> Any:
     import numpy as np
+    import pandas as pd
 
     if dtype in ("bool", "int32", "int64") and any(value is None for value in values):
         dtype = "object"  # a null in an optional integer or boolean column
+    if dtype == "object":  # a Series keeps list values as values, where numpy adds dimensions
+        return pd.Series(values, dtype=object)
     return np.array(values, dtype=dtype)
 
 
@@ -478,6 +481,8 @@ class LoadedModel:
         if self.schema.complete and not _typed_signature(self.pyfunc):
             self._predict = impl.predict
             self.direct = self._answers(model_input) == expected
+            if not self.direct:
+                log.warning("%s: predicting through MLflow's own enforcement", self.label)
         if not self.direct:
             self._predict = self.pyfunc.predict
             if self._answers(model_input) != expected:
@@ -500,6 +505,8 @@ def _open(tracking_uri: str, name: str, version: str) -> tuple[PyFuncModel, Any]
         raise ModelLoadFailed(exc.detail) from exc
     except ServiceUnavailable as exc:
         raise ModelLoadFailed(exc.detail, transient=True) from exc
+    except Exception as exc:
+        raise ModelLoadFailed(f"models:/{name}/{version} was not found: {_why(exc)}") from exc
     try:
         import mlflow.artifacts
         import mlflow.pyfunc
