@@ -113,6 +113,11 @@ async def test_direct_deploy_serves_and_checks_the_signature(settings: Settings)
         assert "mean texture" in refused.text
         kinds = [event["kind"] for event in await history(client, "bc")]
         assert kinds == ["created", "serving"]
+        audit = (await client.get("/api/v1/audit?limit=200", headers=ADMIN)).json()["items"]
+        actions = {entry["action"] for entry in audit}
+        assert "POST /api/v1/deployments" in actions, actions
+        # a prediction changes nothing: not audited (a refused authentication would be)
+        assert not [e for e in audit if e["action"].endswith("/predict")], audit
         missing = await client.post(
             "/api/v1/deployments",
             json={"name": "nope", "model": {"name": MODEL, "alias": "no-such-alias"}},
@@ -254,8 +259,10 @@ async def test_blue_green_keeps_the_old_variant_only_for_its_window(settings: Se
             lambda d: any(v["name"] == "v1" and v["status"] == "retired" for v in d["variants"]),
         )
         assert weights(unloaded) == {"v2": 100.0}
-        await asyncio.sleep(1.0)  # the next pass unloads it
-        assert ("bc-rf", "1") not in app.state.deployments.runtime.models
+        deadline = time.monotonic() + 10  # unloaded a grace period after its route went
+        while ("bc-rf", "1") in app.state.deployments.runtime.models:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
         late = await client.post("/api/v1/deployments/bc/rollback", headers=ADMIN)
         assert late.status_code == 409 and "nothing to roll back to" in late.text
 

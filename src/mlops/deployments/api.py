@@ -31,6 +31,7 @@ from mlops.deployments.schemas import (
 from mlops.deployments.service import DeploymentService
 from mlops.deployments.serving import resolve_version
 from mlops.observability.context import current_request_id
+from mlops.security.audit import mark_read_only
 from mlops.security.auth import require
 from mlops.security.permissions import Permission
 from mlops.security.principal import Principal
@@ -194,6 +195,7 @@ async def history(
     },
 )
 async def predict(name: str, body: PredictRequest, request: Request, _: Read) -> PredictResponse:
+    mark_read_only(request.state)  # predictions change nothing: counted in metrics, not audited
     request_id = current_request_id() or uuid.uuid4().hex
     runtime = _manager(request).runtime
     key = body.key or request.headers.get(runtime.key_header(name))

@@ -36,6 +36,7 @@ from mlops.security.audit import AuditLog, AuditRecord
 
 logger = logging.getLogger("mlops.deployments")
 TICK_SECONDS = 0.5
+UNLOAD_GRACE_SECONDS = 2.0
 DEPLOYMENTS_LOCK = 0x6D6C6F7073_20
 
 
@@ -49,7 +50,9 @@ class DeploymentManager:
         self.ready = asyncio.Event()
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.imports: asyncio.Task[None] | None = None
         self.failed_here: dict[tuple[str, str], str] = {}  # models this process cannot load
+        self.unloading: dict[tuple[str, str], float] = {}  # models to close, and when
 
     async def start(self) -> None:
         async with self.database.sessionmaker() as session:
@@ -57,6 +60,9 @@ class DeploymentManager:
         if anything is None:  # nothing to load: ready from the start
             self.ready.set()
         self.task = asyncio.create_task(self._loop(), name="deployments")
+        # MLflow, pandas and scikit-learn take seconds to import: do it now, off the event loop,
+        # rather than in the first deploy's request
+        self.imports = asyncio.create_task(asyncio.to_thread(_import_serving_stack))
 
     async def stop(self) -> None:
         try:
@@ -133,8 +139,6 @@ class DeploymentManager:
         wanted = {(v.model_name, v.model_version) for v in variants}
         for key in wanted - set(self.runtime.models) - set(self.failed_here):
             await self._ensure_loaded(*key)
-        for key in set(self.runtime.models) - wanted:
-            await self.runtime.models.pop(key).close()
         by_deployment: dict[Any, list[DeploymentVariant]] = {}
         for variant in variants:
             by_deployment.setdefault(variant.deployment_id, []).append(variant)
@@ -153,6 +157,20 @@ class DeploymentManager:
             )
         for gone in set(self.runtime.routes) - names:
             self.runtime.drop_route(gone)
+        await self._unload(wanted)
+
+    async def _unload(self, wanted: set[tuple[str, str]]) -> None:
+        """Close models no route uses any more, a pass after the routes left them: a request
+        that picked one just before still gets its answer."""
+        now = asyncio.get_running_loop().time()
+        for key in set(self.runtime.models) - wanted:
+            if key not in self.unloading:
+                self.unloading[key] = now + UNLOAD_GRACE_SECONDS
+            elif self.unloading[key] <= now:
+                del self.unloading[key]
+                await self.runtime.models.pop(key).close()
+        for key in set(self.unloading) & wanted:  # wanted again before it went
+            del self.unloading[key]
 
     async def _ensure_loaded(self, model: str, version: str) -> LoadedModel:
         key = (model, version)
@@ -336,6 +354,14 @@ class DeploymentManager:
             f"{target.name} at {weight:g} %: {reason}",
             {"step": step, "weight": weight, **(detail or {})},
         )
+
+
+def _import_serving_stack() -> None:
+    try:
+        import mlflow.pyfunc
+        import mlflow.sklearn  # noqa: F401
+    except ImportError:  # not fatal: the first deploy imports what it needs
+        logger.warning("could not preload the serving stack", exc_info=True)
 
 
 def _loaded(model: LoadedModel) -> str:

@@ -157,6 +157,16 @@ async def verify_chain(session: AsyncSession) -> ChainVerdict:
     return ChainVerdict(checked)
 
 
+def mark_read_only(state: Any) -> None:
+    """A POST that changes nothing (a prediction) is not audited: routes call this with
+    ``request.state``. Refused authentications are audited all the same."""
+    state.audit_read_only = True
+
+
+def _read_only(scope: Scope) -> bool:
+    return bool(scope.get("state", {}).get("audit_read_only"))
+
+
 def outcome_of(status: int) -> str:
     if status in (401, 403):
         return "denied"
@@ -183,7 +193,9 @@ class AuditMiddleware:
         async def send_after_audit(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                if scope["method"] in MUTATING_METHODS or status in (401, 403):
+                if status in (401, 403) or (
+                    scope["method"] in MUTATING_METHODS and not _read_only(scope)
+                ):
                     await self._record(scope, status)
             await send(message)
 
