@@ -68,6 +68,8 @@ class DeploymentManager:
         try:
             await stop_tasks(self.task)
             await self.runtime.close()
+            if self.imports is not None:  # a thread cannot be stopped: let it end
+                await self.imports
         finally:
             await self.leadership.release()
 
