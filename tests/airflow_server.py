@@ -551,4 +551,11 @@ def serve_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
     try:
         yield server
     finally:
+        pgid = server.pgid
         server.stop()
+    # The harness's own check, once per session: nothing of Airflow outlives stop()
+    assert server.processes() == [], server.processes()
+    if pgid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, 0)
+            raise AssertionError(f"Airflow's process group {pgid} outlived stop()")

@@ -72,14 +72,14 @@ def tracking_at(uri: str) -> Iterator[None]:
     mlflow.set_registry_uri(uri)
     try:
         yield
-    finally:
+    finally:  # None unsets MLflow's global and its variable; "" would set an empty URI
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"] or "")
-        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"] or "")
 
 
 def register(tracking_uri: str, name: str, kind: str = "good", alias: str | None = None) -> str:

@@ -178,7 +178,7 @@ async def test_a_healthy_canary_steps_up_to_all_traffic(settings: Settings) -> N
                 "name": "bc",
                 "model": {"name": MODEL, "version": "1"},
                 "strategy": "canary",
-                "settings": fast_canary(),
+                "settings": fast_canary(max_latency_p95_ratio=20, max_latency_p95_increase_ms=1000),
             },
             headers=ADMIN,
         )
