@@ -26,6 +26,7 @@ from mlops.deployments.serving import (
 )
 from mlops.training.stores import open_tracking
 from tests.conftest import free_port
+from tests.model_registry import tracking_at
 
 BATCHES: list[int] = []  # the batch sizes ``Poisoned`` saw (it is loaded in this process)
 
@@ -66,9 +67,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(features, labels)
     example = features.head(5)
     signature = infer_signature(example, forest.predict(example))
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
 
     def log(name: str, flavor: Any, **kwargs: Any) -> str:
         with mlflow.start_run(experiment_id=experiment):
@@ -77,7 +75,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
             )
         return str(mlflow.register_model(info.model_uri, name).version)
 
-    try:
+    with tracking_at(uri):  # and back to unset: get_tracking_uri() would give MLflow's default
         sk = mlflow.sklearn
         forest_args = {"sk_model": forest, "serialization_format": "cloudpickle"}
         log("forest", sk, input_example=example, **forest_args)
@@ -86,9 +84,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         log("forest-no-example", sk, **forest_args)
         log("broken", mlflow.pyfunc, python_model=Raises(), input_example=example)
         log("poisoned", mlflow.pyfunc, python_model=Poisoned(), input_example=example)
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
     yield Store(uri, features, forest)
 
 
