@@ -5,8 +5,6 @@ under traffic and rolled back by the service (exit 1), each weight step and the 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import BOOTSTRAP_KEY, free_port
+from tests.e2e.test_pipeline_cli import mlops
 from tests.model_registry import register, rows
 from tests.processes import service_env, start_service, stop_service
 
@@ -36,13 +35,6 @@ def service_url(tmp_path: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_service(process)
-
-
-def mlops(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"MLOPS_URL": url, "MLOPS_API_KEY": BOOTSTRAP_KEY, "PATH": "/usr/bin:/bin"}
-    return subprocess.run(
-        [sys.executable, "-m", "mlops", *args], env=env, capture_output=True, text=True, timeout=300
-    )
 
 
 def send_traffic(url: str, stop: threading.Event) -> None:

@@ -65,6 +65,16 @@ async def _out(service: DeploymentService, deployment: Deployment) -> Deployment
     )
 
 
+async def _applied(
+    request: Request, service: DeploymentService, deployment: Deployment
+) -> DeploymentOut:
+    """The change committed (the answer read first), and the deployment loop told at once."""
+    out = await _out(service, deployment)
+    await service.session.commit()
+    _manager(request).notify()
+    return out
+
+
 @router.post(
     "",
     summary="Deploy a registered model version (or alias) as a new endpoint",
@@ -78,11 +88,7 @@ async def _out(service: DeploymentService, deployment: Deployment) -> Deployment
 async def create_deployment(
     body: DeploymentCreate, request: Request, principal: Write, service: ServiceDep
 ) -> DeploymentOut:
-    deployment = await service.create(body, principal.name)
-    out = await _out(service, deployment)
-    await service.session.commit()
-    _manager(request).notify()
-    return out
+    return await _applied(request, service, await service.create(body, principal.name))
 
 
 @router.get("", summary="List deployments, newest first", response_model=Page[DeploymentSummary])
@@ -119,11 +125,7 @@ async def get_deployment(name: str, _: Read, service: ServiceDep) -> DeploymentO
 async def roll_out(
     name: str, body: DeploymentUpdate, request: Request, principal: Write, service: ServiceDep
 ) -> DeploymentOut:
-    deployment = await service.roll_out(name, body, principal.name)
-    out = await _out(service, deployment)
-    await service.session.commit()
-    _manager(request).notify()
-    return out
+    return await _applied(request, service, await service.roll_out(name, body, principal.name))
 
 
 @router.post(
@@ -135,11 +137,9 @@ async def roll_out(
 async def promote(
     name: str, request: Request, principal: Write, service: ServiceDep, body: Decision | None = None
 ) -> DeploymentOut:
-    deployment = await service.promote(name, principal.name, body.reason if body else "")
-    out = await _out(service, deployment)
-    await service.session.commit()
-    _manager(request).notify()
-    return out
+    return await _applied(
+        request, service, await service.promote(name, principal.name, body.reason if body else "")
+    )
 
 
 @router.post(
@@ -151,11 +151,9 @@ async def promote(
 async def rollback(
     name: str, request: Request, principal: Write, service: ServiceDep, body: Decision | None = None
 ) -> DeploymentOut:
-    deployment = await service.rollback(name, principal.name, body.reason if body else "")
-    out = await _out(service, deployment)
-    await service.session.commit()
-    _manager(request).notify()
-    return out
+    return await _applied(
+        request, service, await service.rollback(name, principal.name, body.reason if body else "")
+    )
 
 
 @router.delete(
