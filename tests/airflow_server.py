@@ -314,7 +314,10 @@ class AirflowServer:
             ),
             "CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.username}:admin",
             "CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": f"{home}/passwords.json",
-            "DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            # SQLite's default 5 s busy timeout ran out under CI load ("database is locked",
+            # a 500 from the API); three components write to the one file
+            "DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db?timeout=60",
+            "API__EXPOSE_STACKTRACE": "True",  # a database error's cause in the answer
             "API__HOST": "127.0.0.1",
             "API__PORT": str(self.port),
             "API__BASE_URL": self.url,
