@@ -17,6 +17,7 @@ from mlops.core.migrations import upgrade_database
 from mlops.core.openapi import build_openapi
 from mlops.core.settings import Settings, get_settings
 from mlops.deployments.manager import DeploymentManager
+from mlops.deployments.targets import InProcessTarget
 from mlops.domains import attach_to_engine, domain_routers, domain_tags
 from mlops.observability.health import router as health_router
 from mlops.observability.logging import configure_logging
@@ -67,7 +68,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.pipeline_engine = engine
     attach_to_engine(engine, settings)
     await engine.start()
-    deployments = DeploymentManager(database, settings.effective_mlflow_uri, app.state.audit_log)
+    deployments = DeploymentManager(
+        database, InProcessTarget(settings.effective_mlflow_uri), app.state.audit_log
+    )
     app.state.deployments = deployments
     await deployments.start()
     logger.info(

@@ -10,7 +10,7 @@ import pytest
 from mlflow.types import ColSpec, DataType, Schema, TensorSpec
 
 from mlops.core.errors import InvalidFields
-from mlops.deployments.serving import MAX_PROBLEMS, InputSchema, ModelInput
+from mlops.deployments.inputs import MAX_PROBLEMS, InputSchema, ModelInput
 
 NUMBERS = InputSchema(
     Schema([ColSpec(DataType.double, "mean radius"), ColSpec(DataType.double, "mean texture")])

@@ -10,7 +10,10 @@ rollback window, ``canary`` moves through its weight steps and analyses each aga
 variant, rolling back by itself when the analysis fails; ``rolling`` moves traffic in equal
 batches with the same checks between them (a batch without traffic does not hold it back).
 ``ready`` is set after the first complete pass, so ``/ready`` holds until the deployments found
-at start-up are loaded.
+at start-up are loaded. ``warm`` is set once the serving target has prepared (for the in-process
+target: MLflow, pandas and scikit-learn imported and the registry open, seconds at start-up):
+``/ready`` holds for that too, so that a ready process deploys a model in a fraction of a
+second.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from mlops.deployments.models import Deployment, DeploymentVariant, PredictionRe
 from mlops.deployments.runtime import Runtime
 from mlops.deployments.schemas import DeploymentState, Strategy, VariantStatus
 from mlops.deployments.service import CONTROLLER, DeploymentService
-from mlops.deployments.serving import LoadedModel, ModelLoadFailed
+from mlops.deployments.serving import ModelLoadFailed
+from mlops.deployments.targets import ServedModel, ServingTarget
 from mlops.security.audit import AuditLog, AuditRecord
 
 logger = logging.getLogger("mlops.deployments")
@@ -41,13 +45,14 @@ DEPLOYMENTS_LOCK = 0x6D6C6F7073_20
 
 
 class DeploymentManager:
-    def __init__(self, database: Database, tracking_uri: str, audit_log: AuditLog) -> None:
+    def __init__(self, database: Database, target: ServingTarget, audit_log: AuditLog) -> None:
         self.database = database
-        self.tracking_uri = tracking_uri
+        self.target = target
         self.audit_log = audit_log
         self.runtime = Runtime()
         self.leadership = Leadership(database, DEPLOYMENTS_LOCK)
         self.ready = asyncio.Event()
+        self.warm = asyncio.Event()
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.imports: asyncio.Task[None] | None = None
@@ -60,9 +65,14 @@ class DeploymentManager:
         if anything is None:  # nothing to load: ready from the start
             self.ready.set()
         self.task = asyncio.create_task(self._loop(), name="deployments")
-        # MLflow, pandas and scikit-learn take seconds to import: do it now, off the event loop,
-        # rather than in the first deploy's request
-        self.imports = asyncio.create_task(asyncio.to_thread(_import_serving_stack))
+        # for the in-process target, seconds of imports: now, rather than in the first deploy
+        self.imports = asyncio.create_task(self._warm_up(), name="serving-target")
+
+    async def _warm_up(self) -> None:
+        try:
+            await self.target.prepare()
+        finally:
+            self.warm.set()
 
     async def stop(self) -> None:
         try:
@@ -174,11 +184,11 @@ class DeploymentManager:
         for key in set(self.unloading) & wanted:  # wanted again before it went
             del self.unloading[key]
 
-    async def _ensure_loaded(self, model: str, version: str) -> LoadedModel:
+    async def _ensure_loaded(self, model: str, version: str) -> ServedModel:
         key = (model, version)
         if key not in self.runtime.models:
             try:
-                self.runtime.models[key] = await LoadedModel.load(self.tracking_uri, model, version)
+                self.runtime.models[key] = await self.target.load(model, version)
             except ModelLoadFailed as exc:
                 self.failed_here[key] = str(exc)
                 raise
@@ -200,7 +210,7 @@ class DeploymentManager:
             self.failed_here.pop(key, None)  # a new request to load it: try again
             try:
                 model = await self._ensure_loaded(*key)
-                outcome, detail = True, _loaded(model)
+                outcome, detail = True, model.describe()
             except ModelLoadFailed as exc:
                 outcome, detail = False, str(exc)
             async with self.database.sessionmaker() as session, session.begin():
@@ -356,21 +366,6 @@ class DeploymentManager:
             f"{target.name} at {weight:g} %: {reason}",
             {"step": step, "weight": weight, **(detail or {})},
         )
-
-
-def _import_serving_stack() -> None:
-    try:
-        import mlflow.pyfunc
-        import mlflow.sklearn  # noqa: F401
-    except ImportError:  # not fatal: the first deploy imports what it needs
-        logger.warning("could not preload the serving stack", exc_info=True)
-
-
-def _loaded(model: LoadedModel) -> str:
-    return (
-        f"loaded in {model.load_seconds:.2f} s, warmed and smoke-tested on its input example "
-        f"in {model.warm_up_seconds:.2f} s"
-    )
 
 
 def _stepping(settings: dict[str, Any], strategy: str | None) -> tuple[dict[str, Any], list[float]]:

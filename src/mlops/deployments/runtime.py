@@ -20,7 +20,8 @@ from typing import Any
 from mlops.core.errors import Conflict, NotFound
 from mlops.deployments.canary import WindowStats, latency_quantile
 from mlops.deployments.metrics import record_prediction
-from mlops.deployments.serving import LoadedModel, PredictionFailed
+from mlops.deployments.serving import PredictionFailed
+from mlops.deployments.targets import ServedModel
 
 DEFAULT_KEY_HEADER = "X-User-Id"
 WINDOW_EVENTS = 200_000  # per variant: enough for any analysis window at a few thousand req/s
@@ -81,7 +82,7 @@ def sticky_share(deployment: str, key: str) -> float:
 
 class Runtime:
     def __init__(self) -> None:
-        self.models: dict[tuple[str, str], LoadedModel] = {}
+        self.models: dict[tuple[str, str], ServedModel] = {}
         self.routes: dict[str, Route] = {}
         self.windows: dict[tuple[str, str], VariantWindow] = {}  # (deployment, variant)
         # A/B predictions not written yet: request id, deployment, variant, key, when

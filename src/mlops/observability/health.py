@@ -68,17 +68,23 @@ async def _check_rate_limit_store(limiter: RateLimiter) -> ComponentState:
     )
 
 
-def _check_deployments(loaded: bool) -> ComponentState:
-    if loaded:
+def _check_deployments(loaded: bool, warm: bool) -> ComponentState:
+    if not loaded:
+        detail = "loading the models of existing deployments"
+    elif not warm:
+        detail = "importing the serving stack (MLflow, scikit-learn) and opening the registry"
+    else:
         return ComponentState(status="ok", required=True, detail="deployed models loaded")
-    return ComponentState(
-        status="down", required=True, detail="loading the models of existing deployments"
-    )
+    return ComponentState(status="down", required=True, detail=detail)
 
 
 @router.get(
     "/ready",
     summary="Readiness: the database (and Redis) answer, deployed models are loaded",
+    description=(
+        "503 until the database (and Redis, where rate limits are shared) answer, the models of "
+        "existing deployments are loaded and the serving stack is imported (seconds at start-up)."
+    ),
     response_model=Readiness,
     responses={503: {"description": "A required component is down", "model": Readiness}},
 )
@@ -90,7 +96,9 @@ async def ready(request: Request) -> Any:
         components["redis"] = await _check_rate_limit_store(limiter)
     deployments = getattr(state, "deployments", None)
     if deployments is not None:
-        components["deployments"] = _check_deployments(deployments.ready.is_set())
+        components["deployments"] = _check_deployments(
+            deployments.ready.is_set(), deployments.warm.is_set()
+        )
     if any(c.status == "down" and c.required for c in components.values()):
         overall: Literal["ready", "degraded", "unavailable"] = "unavailable"
     elif any(c.status != "ok" for c in components.values()):
