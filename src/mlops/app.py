@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -54,6 +55,30 @@ async def _sync_bootstrap_key(database: Database, settings: Settings) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    with _mlflow_client_environment(app.state.settings):
+        async with _services(app):
+            yield
+
+
+@contextmanager
+def _mlflow_client_environment(settings: Settings) -> Iterator[None]:
+    """MLflow's client reads its timeout and retries from the environment: the settings' for
+    the app's lifetime (tests run apps with different settings in one process)."""
+    wanted = settings.mlflow_client_environment()
+    before = {variable: os.environ.get(variable) for variable in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for variable, value in before.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
+
+
+@asynccontextmanager
+async def _services(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     database = create_database(settings)
     if settings.auto_migrate:

@@ -8,6 +8,7 @@ rollout runs in seconds.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from mlops.app import create_app
 from mlops.core.settings import Settings
 from tests.api.test_pipeline_runs import apply, start
 from tests.api.test_pipeline_runs import wait_for as wait_for_run
-from tests.conftest import ADMIN, base_settings, client_for, running_app
+from tests.conftest import ADMIN, base_settings, client_for, free_port, running_app
 from tests.model_registry import register, rows
 
 pytestmark = pytest.mark.slow
@@ -125,6 +126,30 @@ async def test_direct_deploy_serves_and_checks_the_signature(settings: Settings)
         )
         assert missing.status_code == 404, missing.text
         assert (await client.get("/api/v1/deployments", headers=ADMIN)).json()["total"] == 1
+
+
+async def test_an_unreachable_mlflow_server_is_a_503_with_the_settings_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    settings = base_settings(
+        tmp_path,
+        mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}",
+        mlflow_http_max_retries=0,
+        mlflow_http_timeout_seconds=2,
+    )
+    async with running_app(settings) as app, client_for(app) as client:
+        # MLflow's own default (7 retries) would keep this request waiting for minutes
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+        refused = await client.post(
+            "/api/v1/deployments",
+            json={"name": "bc", "model": {"name": MODEL, "alias": "champion"}},
+            headers=ADMIN,
+        )
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert "the MLflow registry failed" in refused.json()["detail"], refused.text
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # the app's, for its lifetime
 
 
 async def test_a_canary_that_errors_rolls_back_by_itself(settings: Settings) -> None:

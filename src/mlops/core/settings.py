@@ -88,6 +88,27 @@ class Settings(BaseSettings):
         description="An MLflow server; default: a SQLite store under data_dir/mlflow.",
     )
 
+    mlflow_http_timeout_seconds: int = Field(
+        default=30,
+        ge=1,
+        validation_alias=AliasChoices(
+            "MLOPS_MLFLOW_HTTP_TIMEOUT_SECONDS", "MLFLOW_HTTP_REQUEST_TIMEOUT"
+        ),
+        description="Per request to an MLflow server (MLflow's own default: 120).",
+    )
+    mlflow_http_max_retries: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        validation_alias=AliasChoices(
+            "MLOPS_MLFLOW_HTTP_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+        ),
+        description=(
+            "Retries of a failed request to an MLflow server, with exponential backoff; MLflow's "
+            "default of 7 keeps a caller waiting minutes when the server is down."
+        ),
+    )
+
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     log_level: str = "INFO"
     log_json: bool = True
@@ -174,7 +195,14 @@ class Settings(BaseSettings):
         }
         if self.database_url:  # else the embedded file under MLOPS_DATA_DIR
             environment["MLOPS_DATABASE_URL"] = self.database_url
-        return environment
+        return environment | self.mlflow_client_environment()
+
+    def mlflow_client_environment(self) -> dict[str, str]:
+        """MLflow's HTTP client reads its timeout and retries from the environment only."""
+        return {
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(self.mlflow_http_timeout_seconds),
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.mlflow_http_max_retries),
+        }
 
     @property
     def is_sqlite(self) -> bool:

@@ -32,6 +32,7 @@ from mlops.deployments.batching import (
 )
 from mlops.deployments.inputs import InputSchema, ModelInput
 from mlops.training.registry import Registry
+from mlops.training.stores import import_mlflow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,6 +73,7 @@ class ServingRegistry(Registry):
         return str(self._found(name, call, f"Model '{name}' has no version {version}"))
 
     def _found(self, name: str, call: Callable[[], Any], missing: str) -> Any:
+        import_mlflow()
         from mlflow.exceptions import MlflowException
 
         try:

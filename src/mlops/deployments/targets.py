@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from mlops.deployments.batching import DEFAULT_MAX_BATCH_ROWS, DEFAULT_MAX_WAIT_MS
 from mlops.deployments.serving import LoadedModel
-from mlops.training.stores import open_tracking
+from mlops.training.stores import import_mlflow, open_tracking
 
 logger = logging.getLogger("mlops.deployments")
 
@@ -95,8 +95,7 @@ def _prepare_serving_stack(tracking_uri: str) -> None:
     alone. A remote tracking server is not called: it may be down, and a client for it costs
     nothing to make. Failures are not fatal: the first deploy opens what it needs."""
     try:
-        import mlflow.pyfunc
-        import mlflow.sklearn  # noqa: F401
+        import_mlflow()
 
         if tracking_uri.startswith("sqlite:///"):
             if Path(tracking_uri.removeprefix("sqlite:///")).exists():

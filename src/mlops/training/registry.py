@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlops.core.errors import NotFound, ServiceUnavailable
 from mlops.training.schemas import ModelVersionOut, RegisteredModelOut
-from mlops.training.stores import open_tracking
+from mlops.training.stores import import_mlflow, open_tracking
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -33,6 +33,7 @@ class Registry:
 
     @contextmanager
     def _translated(self, missing: str | None = None) -> Iterator[None]:
+        import_mlflow()
         from mlflow.exceptions import MlflowException
         from requests.exceptions import RequestException
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -112,9 +113,31 @@ def _ensure_schema(url: str) -> None:
         engine.dispose()
 
 
+_mlflow_import = threading.Lock()
+_mlflow_imported = False
+
+
+def import_mlflow() -> None:
+    """Import MLflow's client, pyfunc and scikit-learn flavors, one thread at a time. Its
+    package imports itself in a cycle, and two threads making the first import at once
+    deadlock: Python raises ``_DeadlockError`` in one and protobuf fails in the other. Every
+    path of the service that may be the first to touch MLflow (the serving stack's warm-up, a
+    registry call, a model load, each in its own thread) comes through here first."""
+    global _mlflow_imported
+    if _mlflow_imported:
+        return
+    with _mlflow_import:
+        import mlflow.exceptions
+        import mlflow.pyfunc
+        import mlflow.sklearn  # noqa: F401
+
+        _mlflow_imported = True
+
+
 @lru_cache(maxsize=4)
 def open_tracking(uri: str) -> MlflowClient:
     """An MLflow client for tracking and the registry on the same store."""
+    import_mlflow()
     from mlflow import MlflowClient
 
     if uri.startswith("sqlite"):
