@@ -19,7 +19,7 @@ from mlops.core.openapi import build_openapi
 from mlops.core.settings import Settings, get_settings
 from mlops.deployments.manager import DeploymentManager
 from mlops.deployments.targets import InProcessTarget
-from mlops.domains import attach_to_engine, domain_routers, domain_tags
+from mlops.domains import attach_to_engine, domain_routers, domain_tags, hot_routers
 from mlops.observability.health import router as health_router
 from mlops.observability.logging import configure_logging
 from mlops.observability.middleware import ObservabilityMiddleware
@@ -127,8 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.include_router(health_router)
-    for router in domain_routers():
+    for router in [*hot_routers(), health_router, *domain_routers()]:
         app.include_router(router)
     app.add_middleware(AuditMiddleware)
     app.add_middleware(ObservabilityMiddleware, max_request_bytes=settings.max_request_bytes)

@@ -1,7 +1,7 @@
 """The domains the service is made of.
 
 A capability is a package with ``api.py`` (exporting ``ROUTERS`` and ``TAGS``, optionally
-``attach_engine``) and
+``HOT_ROUTERS`` and ``attach_engine``) and
 ``models.py`` (its ORM models). Listing it here is the only change it needs outside itself.
 """
 
@@ -18,6 +18,15 @@ DOMAINS: tuple[str, ...] = (
     "mlops.training",
     "mlops.deployments",
 )
+
+
+def hot_routers() -> list[APIRouter]:
+    """Routers on the request hot path (predictions): the app includes them before any
+    other, since FastAPI tries routes in order."""
+    routers: list[APIRouter] = []
+    for domain in DOMAINS:
+        routers.extend(getattr(import_module(f"{domain}.api"), "HOT_ROUTERS", []))
+    return routers
 
 
 def domain_routers() -> list[APIRouter]:

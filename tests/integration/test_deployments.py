@@ -112,6 +112,20 @@ async def test_direct_deploy_serves_and_checks_the_signature(settings: Settings)
         refused = await predict(client, "bc", [record])
         assert refused.status_code == 422, refused.text
         assert "mean texture" in refused.text
+        for body, field in (
+            (b'{"instances": [{"mean radius": 1}], "extra": 1}', "extra"),
+            (b'{"instances": "rows"}', "instances"),
+            (b'{"instances": [{"mean radius": 1}', "json_invalid"),  # not JSON
+        ):
+            malformed = await client.post(
+                "/api/v1/deployments/bc/predict",
+                content=body,
+                headers={**ADMIN, "content-type": "application/json"},
+            )
+            assert malformed.status_code == 422, malformed.text
+            assert malformed.headers["content-type"] == "application/problem+json"
+            errors = malformed.json()["errors"]
+            assert field in {e["field"] for e in errors} | {e["type"] for e in errors}, errors
         kinds = [event["kind"] for event in await history(client, "bc")]
         assert kinds == ["created", "serving"]
         audit = (await client.get("/api/v1/audit?limit=200", headers=ADMIN)).json()["items"]

@@ -65,7 +65,10 @@ def route_permission(route: APIRoute) -> str | None:
 
 
 def route_authenticated(route: APIRoute) -> bool:
-    return any(d.call is get_principal for d in walk_dependants(route.dependant))
+    return any(
+        d.call is get_principal or isinstance(d.call, RequirePermission)
+        for d in walk_dependants(route.dependant)
+    )
 
 
 def _problem_ref() -> dict[str, Any]:

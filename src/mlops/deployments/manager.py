@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -157,19 +158,22 @@ class DeploymentManager:
         names = set()
         for deployment in deployments:
             names.add(deployment.name)
-            self.runtime.set_route(
-                deployment.name,
-                [
-                    (v.name, v.model_name, v.model_version, v.weight)
-                    for v in by_deployment.get(deployment.id, [])
-                    if v.status == VariantStatus.READY
-                ],
-                sticky=(deployment.rollout or {}).get("strategy") == Strategy.AB_TEST,
-                key_header=deployment.settings.get("ab_test", {}).get("key_header", "X-User-Id"),
-            )
+            self._set_route(deployment, by_deployment.get(deployment.id, []))
         for gone in set(self.runtime.routes) - names:
             self.runtime.drop_route(gone)
         await self._unload(wanted)
+
+    def _set_route(self, deployment: Deployment, variants: Sequence[DeploymentVariant]) -> None:
+        self.runtime.set_route(
+            deployment.name,
+            [
+                (v.name, v.model_name, v.model_version, v.weight)
+                for v in variants
+                if v.status == VariantStatus.READY
+            ],
+            sticky=(deployment.rollout or {}).get("strategy") == Strategy.AB_TEST,
+            key_header=deployment.settings.get("ab_test", {}).get("key_header", "X-User-Id"),
+        )
 
     async def _unload(self, wanted: set[tuple[str, str]]) -> None:
         """Close models no route uses any more, a pass after the routes left them: a request
@@ -238,6 +242,14 @@ class DeploymentManager:
                 if target.status != VariantStatus.READY:
                     continue  # still loading (a failure ends the rollout in _load_new_variants)
                 await self._advance(service, deployment, target, previous, now)
+                # this process serves the new split as it commits it, not a pass later: a
+                # client told "ready" must not find the deployment unserved here
+                variants = await session.scalars(
+                    select(DeploymentVariant).where(
+                        DeploymentVariant.deployment_id == deployment.id
+                    )
+                )
+                self._set_route(deployment, variants.all())
         await self._audit(service)
 
     async def _audit(self, service: DeploymentService) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from mlops.observability.metrics import Children
+
 PREDICTIONS = Counter(
     "mlops_predictions_total",
     "Prediction requests answered, by deployment, variant and outcome (ok or error).",
@@ -27,9 +29,13 @@ ROLLBACKS = Counter(
 )
 
 
+PREDICTIONS_BY = Children(PREDICTIONS)
+PREDICTION_LATENCY_BY = Children(PREDICTION_LATENCY)
+
+
 def record_prediction(deployment: str, variant: str, ok: bool, seconds: float) -> None:
-    PREDICTIONS.labels(deployment, variant, "ok" if ok else "error").inc()
-    PREDICTION_LATENCY.labels(deployment, variant).observe(seconds)
+    PREDICTIONS_BY(deployment, variant, "ok" if ok else "error").inc()
+    PREDICTION_LATENCY_BY(deployment, variant).observe(seconds)
 
 
 def record_weights(deployment: str, weights: dict[str, float]) -> None:

@@ -93,7 +93,10 @@ class Runtime:
         return route.key_header if route is not None else DEFAULT_KEY_HEADER
 
     def window(self, deployment: str, variant: str) -> VariantWindow:
-        return self.windows.setdefault((deployment, variant), VariantWindow())
+        window = self.windows.get((deployment, variant))
+        if window is None:
+            window = self.windows[(deployment, variant)] = VariantWindow()
+        return window
 
     def set_route(
         self,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -23,6 +26,31 @@ AUDIT_WRITE_FAILURES = Counter(
 )
 
 UNMATCHED_ROUTE = "<unmatched>"
+
+Metric = TypeVar("Metric", bound=MetricWrapperBase)
+
+
+class Children(Generic[Metric]):
+    """A metric's labelled children, each looked up once: ``labels()`` checks the values and
+    takes a lock on every call, a measurable share of a prediction's CPU. For metrics whose
+    children are never removed; past ``limit`` label sets it stops remembering new ones."""
+
+    def __init__(self, metric: Metric, limit: int = 10_000) -> None:
+        self.metric = metric
+        self.limit = limit
+        self._known: dict[tuple[str, ...], Metric] = {}
+
+    def __call__(self, *labels: str) -> Metric:
+        child: Metric | None = self._known.get(labels)
+        if child is None:
+            child = self.metric.labels(*labels)
+            if len(self._known) < self.limit:
+                self._known[labels] = child
+        return child
+
+
+HTTP_REQUESTS_BY = Children(HTTP_REQUESTS)
+HTTP_DURATION_BY = Children(HTTP_DURATION)
 
 
 async def metrics_endpoint(_request: Request) -> Response:

@@ -104,6 +104,9 @@ async def get_principal(request: Request) -> Principal:
     FastAPI would solve on every request; the OpenAPI schema declares both schemes instead
     (``SECURITY_SCHEMES``, applied in ``core/openapi.py``).
     """
+    known: Principal | None = getattr(request.state, "principal", None)
+    if known is not None:  # a second dependency on the caller: counted once
+        return known
     api_key = request.headers.get("x-api-key")
     token = _bearer_token(request.headers.get("authorization"))
     state = request.app.state
@@ -135,7 +138,10 @@ class RequirePermission:
     def __init__(self, permission: Permission) -> None:
         self.permission = permission
 
-    async def __call__(self, principal: PrincipalDep) -> Principal:
+    async def __call__(self, request: Request) -> Principal:
+        # get_principal called here rather than declared as a sub-dependency: one level less
+        # for FastAPI to solve on every request
+        principal = await get_principal(request)
         if self.permission not in principal.permissions:
             raise PermissionDenied(
                 f"Role '{principal.role}' lacks the permission '{self.permission}'"
