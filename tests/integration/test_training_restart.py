@@ -94,15 +94,25 @@ def wait_gone(pids: list[int], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def descendants(pid: int) -> list[int]:
+    found = []
+    for child in children(pid):
+        found += [child, *descendants(child)]
+    return found
+
+
 def kill_9(service: subprocess.Popen[bytes], with_workers: bool) -> list[int]:
-    """``kill -9`` the service (and its workers with it); return the workers' pids."""
+    """``kill -9`` the service (and its workers with it); return the workers' pids. Nothing
+    the service started outlives it: neither its workers nor their trial-logging processes."""
     workers = children(service.pid)
+    below = [pid for worker in workers for pid in descendants(worker)]
     service.send_signal(signal.SIGKILL)
     if with_workers:
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
     service.wait(timeout=10)
     wait_gone(workers, 10, "workers outlived the service")
+    wait_gone(below, 10, "processes the workers started outlived them")
     return workers
 
 

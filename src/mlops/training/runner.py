@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -226,9 +227,24 @@ def trial_logger() -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         1,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=os.nice,
-        initargs=(LOGGER_NICENESS,),
+        initializer=_start_trial_logger,
+        initargs=(os.getpid(),),
     )
+
+
+def _start_trial_logger(parent: int) -> None:
+    """In the logging process: a lower priority, and an exit when the worker that started it
+    dies. A killed worker never closes the pool's queue (the process holds both of its ends),
+    and the kernel's parent-death signal follows the thread that started the process, which
+    may end first, so a thread watches the parent."""
+    os.nice(LOGGER_NICENESS)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _run_trials(
