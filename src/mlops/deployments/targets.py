@@ -89,14 +89,19 @@ class InProcessTarget:
 
 
 def _prepare_serving_stack(tracking_uri: str) -> None:
-    """Import what loading a model needs (seconds: MLflow, pandas, scikit-learn), and open a
+    """Import what loading a model needs (seconds: MLflow, pandas, scikit-learn), map the
+    installed distributions MLflow checks a model's requirements against, and open a
     database-backed registry (MLflow checks its schema on first use). A SQLite registry that
     does not exist yet holds no model to deploy, and making it would cost seconds: it is left
     alone. A remote tracking server is not called: it may be down, and a client for it costs
     nothing to make. Failures are not fatal: the first deploy opens what it needs."""
     try:
         import_mlflow()
+        import sklearn.base  # noqa: F401  (unpickling a scikit-learn model imports it: ~1.5 s)
+        from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
 
+        # the first check of a model's requirements maps every installed distribution (~1 s)
+        warn_dependency_requirement_mismatches(["mlflow"])
         if tracking_uri.startswith("sqlite:///"):
             if Path(tracking_uri.removeprefix("sqlite:///")).exists():
                 open_tracking(tracking_uri)
