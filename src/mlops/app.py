@@ -20,6 +20,7 @@ from mlops.core.settings import Settings, get_settings
 from mlops.deployments.manager import DeploymentManager
 from mlops.deployments.targets import InProcessTarget
 from mlops.domains import attach_to_engine, domain_routers, domain_tags, hot_routers
+from mlops.monitoring.prediction_log import PredictionLog
 from mlops.observability.health import router as health_router
 from mlops.observability.logging import configure_logging
 from mlops.observability.middleware import ObservabilityMiddleware
@@ -97,6 +98,12 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
         database, InProcessTarget(settings.effective_mlflow_uri), app.state.audit_log
     )
     app.state.deployments = deployments
+    prediction_log = None
+    if settings.prediction_log_enabled:
+        prediction_log = PredictionLog(database, settings.prediction_log_retention_days)
+        deployments.runtime.on_served = prediction_log.record
+        await prediction_log.start()
+    app.state.prediction_log = prediction_log
     await deployments.start()
     logger.info(
         "service started",
@@ -110,6 +117,8 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await deployments.stop()
+        if prediction_log is not None:
+            await prediction_log.stop()  # writes what is buffered
         await engine.stop()
         await database.dispose()
 

@@ -17,6 +17,7 @@ DOMAINS: tuple[str, ...] = (
     "mlops.pipelines",
     "mlops.training",
     "mlops.deployments",
+    "mlops.monitoring",
 )
 
 

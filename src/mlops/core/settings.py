@@ -109,6 +109,13 @@ class Settings(BaseSettings):
         ),
     )
 
+    prediction_log_enabled: bool = Field(
+        default=True, description="Record every prediction served (rows, answer, latency)."
+    )
+    prediction_log_retention_days: int = Field(
+        default=30, ge=1, le=3650, description="Logged predictions older than this are deleted."
+    )
+
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     log_level: str = "INFO"
     log_json: bool = True

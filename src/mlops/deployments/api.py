@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from mlops.core.database import SessionDep
-from mlops.core.errors import parse_json_body
+from mlops.core.errors import InvalidFields, parse_json_body
 from mlops.core.pagination import Page, PageDep, paginate
 from mlops.core.settings import SettingsDep
 from mlops.deployments.experiments import ExperimentService
@@ -42,6 +42,7 @@ router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
 Read = Annotated[Principal, Depends(require(Permission.DEPLOYMENTS_READ))]
 Write = Annotated[Principal, Depends(require(Permission.DEPLOYMENTS_WRITE))]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such deployment"}}
+MAX_CORRELATION_ID = 200
 
 
 async def deployment_service(session: SessionDep, settings: SettingsDep) -> DeploymentService:
@@ -106,8 +107,17 @@ async def predict(name: str, request: Request, _: Read) -> Response:
     runtime = _manager(request).runtime
     key = body.key or request.headers.get(runtime.key_header(name))
     model_input = {"instances": body.instances, "dataframe_split": body.dataframe_split}
+    correlation_id = body.correlation_id or request.headers.get("x-correlation-id")
+    if correlation_id is not None and len(correlation_id) > MAX_CORRELATION_ID:
+        raise InvalidFields(
+            [(("header", "x-correlation-id"), f"at most {MAX_CORRELATION_ID} characters")]
+        )
     variant, version, predictions = await runtime.predict(
-        name, {k: v for k, v in model_input.items() if v is not None}, key, request_id
+        name,
+        {k: v for k, v in model_input.items() if v is not None},
+        key,
+        request_id,
+        correlation_id,
     )
     answer = {
         "predictions": predictions,

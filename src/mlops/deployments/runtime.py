@@ -13,6 +13,7 @@ import hashlib
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,22 @@ from mlops.deployments.targets import ServedModel
 
 DEFAULT_KEY_HEADER = "X-User-Id"
 WINDOW_EVENTS = 200_000  # per variant: enough for any analysis window at a few thousand req/s
+
+
+@dataclass(frozen=True, slots=True)
+class ServedPrediction:
+    """One request answered, as the prediction log keeps it."""
+
+    request_id: str
+    correlation_id: str | None
+    deployment: str
+    variant: str
+    model_version: str
+    columns: tuple[str, ...]
+    rows: list[list[Any]]
+    predictions: list[Any]
+    latency_ms: float
+    at: datetime
 
 
 class VariantWindow:
@@ -87,6 +104,7 @@ class Runtime:
         self.windows: dict[tuple[str, str], VariantWindow] = {}  # (deployment, variant)
         # A/B predictions not written yet: request id, deployment, variant, key, when
         self.assigned: list[tuple[str, str, str, str | None, datetime]] = []
+        self.on_served: Callable[[ServedPrediction], None] | None = None  # the prediction log
 
     def key_header(self, deployment: str) -> str:
         route = self.routes.get(deployment)
@@ -123,7 +141,12 @@ class Runtime:
             del self.windows[key]
 
     async def predict(
-        self, deployment: str, body: Any, key: str | None = None, request_id: str = ""
+        self,
+        deployment: str,
+        body: Any,
+        key: str | None = None,
+        request_id: str = "",
+        correlation_id: str | None = None,
     ) -> tuple[str, str, list[Any]]:
         """(variant, model version, predictions) for one request; an A/B test's is recorded."""
         route = self.routes.get(deployment)
@@ -144,8 +167,24 @@ class Runtime:
             latency_ms = 1000 * (time.perf_counter() - started)
             self.window(deployment, variant).record(latency_ms, ok)
             record_prediction(deployment, variant, ok, latency_ms / 1000)
+        now = datetime.now(UTC)
         if route.sticky:
-            self.assigned.append((request_id, deployment, variant, key, datetime.now(UTC)))
+            self.assigned.append((request_id, deployment, variant, key, now))
+        if self.on_served is not None:
+            self.on_served(
+                ServedPrediction(
+                    request_id,
+                    correlation_id,
+                    deployment,
+                    variant,
+                    version,
+                    parsed.columns,
+                    parsed.rows,
+                    predictions,
+                    latency_ms,
+                    now,
+                )
+            )
         return variant, version, predictions
 
     async def close(self) -> None:

@@ -253,6 +253,13 @@ class PredictRequest(BaseModel):
         description="Sticky assignment in an A/B test (a user id, say); else the header named "
         "in the test's settings.",
     )
+    correlation_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,  # api.MAX_CORRELATION_ID, for the header too
+        description="Your id for this request (an order, a session), kept in the prediction "
+        "log so that ground truth can be reported by it; else the X-Correlation-Id header.",
+    )
 
 
 class PredictResponse(BaseModel):

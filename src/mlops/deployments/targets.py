@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mlops.deployments.batching import DEFAULT_MAX_BATCH_ROWS, DEFAULT_MAX_WAIT_MS
+from mlops.deployments.inputs import ModelInput
 from mlops.deployments.serving import LoadedModel
 from mlops.training.stores import import_mlflow, open_tracking
 
@@ -30,12 +31,12 @@ class ServedModel(Protocol):
     name: str
     version: str
 
-    def parse(self, body: Any) -> Any:
+    def parse(self, body: Any) -> ModelInput:
         """``body`` (``instances`` or ``dataframe_split``) checked against the signature;
         ``InvalidFields`` naming the row and column otherwise."""
         ...
 
-    async def predict(self, data: Any) -> list[Any]:
+    async def predict(self, data: ModelInput) -> list[Any]:
         """One JSON-able prediction per row of a parsed body; ``PredictionFailed`` when the
         model fails on input that passed its signature."""
         ...
