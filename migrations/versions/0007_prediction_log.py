@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("features", sa.JSON(), nullable=False),
         sa.Column("predictions", sa.JSON(), nullable=False),
         sa.Column("latency_ms", sa.Float(), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["deployment_id"],

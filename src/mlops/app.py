@@ -20,6 +20,7 @@ from mlops.core.settings import Settings, get_settings
 from mlops.deployments.manager import DeploymentManager
 from mlops.deployments.targets import InProcessTarget
 from mlops.domains import attach_to_engine, domain_routers, domain_tags, hot_routers
+from mlops.monitoring.drift_schedule import DriftScheduler
 from mlops.monitoring.prediction_log import PredictionLog
 from mlops.observability.health import router as health_router
 from mlops.observability.logging import configure_logging
@@ -104,7 +105,10 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
         deployments.runtime.on_served = prediction_log.record
         await prediction_log.start()
     app.state.prediction_log = prediction_log
+    drift_checks = DriftScheduler(database, settings.drift_max_window_rows)
+    app.state.drift_checks = drift_checks
     await deployments.start()
+    await drift_checks.start()
     logger.info(
         "service started",
         extra={
@@ -116,6 +120,7 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await drift_checks.stop()
         await deployments.stop()
         if prediction_log is not None:
             await prediction_log.stop()  # writes what is buffered

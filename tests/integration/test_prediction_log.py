@@ -18,7 +18,7 @@ from mlops.monitoring import prediction_log
 from mlops.monitoring.prediction_log import LOG_DROPPED, PredictionLog
 from tests.conftest import ADMIN, client_for, running_app
 from tests.integration.test_deployments import MODEL, predict, until
-from tests.model_registry import data, register
+from tests.model_registry import data, register, rows
 
 pytestmark = pytest.mark.slow
 
@@ -167,6 +167,28 @@ async def test_predictions_are_logged_and_scored_against_the_truth(settings: Set
         assert await log.prune(datetime.now(UTC) + timedelta(days=31)) == 41
         left = await client.get("/api/v1/monitoring/quality/bc", headers=ADMIN)
         assert left.json()["variants"] == []
+
+
+async def test_failed_predictions_are_logged_with_their_error(settings: Settings) -> None:
+    register(settings.effective_mlflow_uri, MODEL, kind="flaky", alias="champion")
+    async with running_app(settings) as app, client_for(app) as client:
+        created = await client.post(
+            "/api/v1/deployments",
+            json={"name": "bc", "model": {"name": MODEL, "alias": "champion"}},
+            headers=ADMIN,
+        )
+        assert created.status_code == 202, created.text
+        await until(client, "bc", lambda d: d["state"] == "ready")
+        failed = await predict(client, "bc", rows(1, large=True))
+        assert failed.status_code == 500, failed.text
+        served = await predict(client, "bc", rows(1, large=False))
+        assert served.status_code == 200, served.text
+        entries = await logged(client, 2)
+        errors = [e for e in entries if e["error"]]
+        assert len(errors) == 1 and "large tumours" in errors[0]["error"]
+        assert errors[0]["predictions"] == [] and len(errors[0]["features"]["rows"]) == 1
+        quality = (await client.get("/api/v1/monitoring/quality/bc", headers=ADMIN)).json()
+        assert quality["variants"][0]["predictions"] == 1  # the failure is not scored
 
 
 async def test_a_full_buffer_drops_and_counts_instead_of_growing(

@@ -10,6 +10,7 @@ import typer
 
 from mlops.cli.client import ApiClient
 from mlops.cli.deployments import deploy
+from mlops.cli.monitoring import monitoring_app
 from mlops.cli.pipelines import pipelines_app, runs_app
 from mlops.cli.training import models_app, training_app
 from mlops.security.credentials import MIN_PASSWORD_LENGTH
@@ -31,6 +32,7 @@ app.add_typer(pipelines_app, name="pipelines")
 app.add_typer(runs_app, name="runs")
 app.add_typer(training_app, name="training")
 app.add_typer(models_app, name="models")
+app.add_typer(monitoring_app, name="monitoring")
 app.command("deploy")(deploy)
 
 

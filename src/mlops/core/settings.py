@@ -116,6 +116,12 @@ class Settings(BaseSettings):
         default=30, ge=1, le=3650, description="Logged predictions older than this are deleted."
     )
 
+    drift_max_window_rows: int = Field(
+        default=200_000,
+        ge=100,
+        description="Logged requests a drift report or reference reads from a window at most.",
+    )
+
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     log_level: str = "INFO"
     log_json: bool = True

@@ -30,7 +30,7 @@ WINDOW_EVENTS = 200_000  # per variant: enough for any analysis window at a few 
 
 @dataclass(frozen=True, slots=True)
 class ServedPrediction:
-    """One request answered, as the prediction log keeps it."""
+    """One request a model was asked to answer, as the prediction log keeps it."""
 
     request_id: str
     correlation_id: str | None
@@ -42,6 +42,7 @@ class ServedPrediction:
     predictions: list[Any]
     latency_ms: float
     at: datetime
+    error: str | None = None  # why the model failed (then no predictions)
 
 
 class VariantWindow:
@@ -159,32 +160,38 @@ class Runtime:
         model = self.models[(model_name, version)]
         parsed = model.parse(body)  # 422 naming the field: not the variant's fault
         started = time.perf_counter()
-        ok = False
+        predictions: list[Any] = []
+        error: str | None = "cancelled"
         try:
             predictions = await model.predict(parsed)
-            ok = True
+            error = None
+        except PredictionFailed as exc:
+            error = exc.detail
+            raise
         finally:
             latency_ms = 1000 * (time.perf_counter() - started)
+            ok = error is None
             self.window(deployment, variant).record(latency_ms, ok)
             record_prediction(deployment, variant, ok, latency_ms / 1000)
-        now = datetime.now(UTC)
+            now = datetime.now(UTC)
+            if self.on_served is not None:
+                self.on_served(
+                    ServedPrediction(
+                        request_id,
+                        correlation_id,
+                        deployment,
+                        variant,
+                        version,
+                        parsed.columns,
+                        parsed.rows,
+                        predictions,
+                        latency_ms,
+                        now,
+                        error,
+                    )
+                )
         if route.sticky:
             self.assigned.append((request_id, deployment, variant, key, now))
-        if self.on_served is not None:
-            self.on_served(
-                ServedPrediction(
-                    request_id,
-                    correlation_id,
-                    deployment,
-                    variant,
-                    version,
-                    parsed.columns,
-                    parsed.rows,
-                    predictions,
-                    latency_ms,
-                    now,
-                )
-            )
         return variant, version, predictions
 
     async def close(self) -> None:

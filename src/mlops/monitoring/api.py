@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from mlops.core.database import SessionDep
 from mlops.core.errors import InvalidFields
 from mlops.core.pagination import Page, PageDep
+from mlops.monitoring.drift_api import drift_router
 from mlops.monitoring.schemas import (
     GroundTruthAccepted,
     GroundTruthIn,
@@ -123,10 +124,10 @@ async def quality(
     return await service.quality(found, window.since, window.until, variant, task)
 
 
-ROUTERS = [router]
+ROUTERS = [router, drift_router]
 TAGS = [
     {
         "name": "monitoring",
-        "description": "The prediction log, ground truth and model quality.",
+        "description": "The prediction log, ground truth, model quality and drift.",
     }
 ]

@@ -1,4 +1,5 @@
-"""The prediction log: every prediction served, buffered in memory and written in batches.
+"""The prediction log: every prediction request a model was asked to answer (its failures too),
+buffered in memory and written in batches.
 
 Serving only appends its ``ServedPrediction`` to a list (``record``, the runtime's
 ``on_served``); a task of this process writes what has
@@ -131,5 +132,6 @@ def _row(served: ServedPrediction, deployment_id: Any) -> dict[str, Any]:
         "features": {"columns": list(served.columns), "rows": served.rows},
         "predictions": served.predictions,
         "latency_ms": served.latency_ms,
+        "error": served.error,
         "created_at": served.at,
     }

@@ -106,7 +106,7 @@ class MonitoringService:
                     LoggedPrediction.request_id,
                     LoggedPrediction.deployment_id,
                     LoggedPrediction.predictions,
-                ).where(column.in_(chunk))
+                ).where(column.in_(chunk), LoggedPrediction.error.is_(None))
             )
             for row in rows:
                 found.setdefault(row[1], []).append(row)
@@ -155,6 +155,7 @@ class MonitoringService:
                 LoggedPrediction.deployment_id == deployment.id,
                 LoggedPrediction.created_at >= since,
                 LoggedPrediction.created_at < until,
+                LoggedPrediction.error.is_(None),
             )
         )
         if variant is not None:
