@@ -22,6 +22,7 @@ from mlops.deployments.targets import InProcessTarget
 from mlops.domains import attach_to_engine, domain_routers, domain_tags, hot_routers
 from mlops.monitoring.drift_schedule import DriftScheduler
 from mlops.monitoring.prediction_log import PredictionLog
+from mlops.monitoring.quality_export import QualityExport
 from mlops.observability.health import router as health_router
 from mlops.observability.logging import configure_logging
 from mlops.observability.middleware import ObservabilityMiddleware
@@ -107,8 +108,11 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
     app.state.prediction_log = prediction_log
     drift_checks = DriftScheduler(database, settings.drift_max_window_rows)
     app.state.drift_checks = drift_checks
+    quality_export = QualityExport(database, settings.quality_refresh_seconds)
+    app.state.quality_export = quality_export
     await deployments.start()
     await drift_checks.start()
+    await quality_export.start()
     logger.info(
         "service started",
         extra={
@@ -120,6 +124,7 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await quality_export.stop()
         await drift_checks.stop()
         await deployments.stop()
         if prediction_log is not None:

@@ -116,6 +116,11 @@ class Settings(BaseSettings):
         default=30, ge=1, le=3650, description="Logged predictions older than this are deleted."
     )
 
+    quality_refresh_seconds: float = Field(
+        default=300.0,
+        ge=1.0,
+        description="How often model quality is scored for Prometheus (mlops_model_quality).",
+    )
     drift_max_window_rows: int = Field(
         default=200_000,
         ge=100,

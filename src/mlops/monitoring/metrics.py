@@ -1,4 +1,4 @@
-"""Prometheus metrics of the monitoring domain: drift per feature, per deployment."""
+"""Prometheus metrics of the monitoring domain: drift per feature, model quality per variant."""
 
 from __future__ import annotations
 
@@ -42,3 +42,24 @@ def record_drift(deployment: str, trigger: str, document: dict[str, Any]) -> Non
     DRIFTED_SHARE.labels(deployment).set(document["drifted_share"])
     result = "drift" if document["drifted_count"] or document["prediction_drift"] else "stable"
     DRIFT_REPORTS.labels(deployment, trigger, result).inc()
+
+
+MODEL_QUALITY = Gauge(
+    "mlops_model_quality",
+    "A model-quality figure (accuracy, f1, roc_auc, rmse, …) of a variant over the last day.",
+    ["deployment", "variant", "metric"],
+)
+LABELLED_ROWS = Gauge(
+    "mlops_model_quality_labelled_rows",
+    "Rows with their ground truth behind the quality figures of a variant.",
+    ["deployment", "variant"],
+)
+
+
+def record_quality(deployment: str, variants: list[Any]) -> None:
+    """The figures of each variant (``VariantQuality``) that has labelled rows."""
+    for variant in variants:
+        LABELLED_ROWS.labels(deployment, variant.variant).set(variant.labelled)
+        for metric, value in variant.metrics.items():
+            if value is not None:
+                MODEL_QUALITY.labels(deployment, variant.variant, metric).set(value)
