@@ -20,6 +20,7 @@ from mlops.core.settings import Settings, get_settings
 from mlops.deployments.manager import DeploymentManager
 from mlops.deployments.targets import InProcessTarget
 from mlops.domains import attach_to_engine, domain_routers, domain_tags, hot_routers
+from mlops.monitoring.alerting.evaluator import AlertEvaluator
 from mlops.monitoring.drift_schedule import DriftScheduler
 from mlops.monitoring.prediction_log import PredictionLog
 from mlops.monitoring.quality_export import QualityExport
@@ -108,10 +109,13 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
     app.state.prediction_log = prediction_log
     drift_checks = DriftScheduler(database, settings.drift_max_window_rows)
     app.state.drift_checks = drift_checks
+    alert_evaluator = AlertEvaluator(database, settings.alert_evaluation_seconds)
+    app.state.alert_evaluator = alert_evaluator
     quality_export = QualityExport(database, settings.quality_refresh_seconds)
     app.state.quality_export = quality_export
     await deployments.start()
     await drift_checks.start()
+    await alert_evaluator.start()
     await quality_export.start()
     logger.info(
         "service started",
@@ -125,6 +129,7 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await quality_export.stop()
+        await alert_evaluator.stop()
         await drift_checks.stop()
         await deployments.stop()
         if prediction_log is not None:

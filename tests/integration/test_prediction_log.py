@@ -141,9 +141,7 @@ async def test_predictions_are_logged_and_scored_against_the_truth(settings: Set
         predicted = [answers[r][0] for r in reported] + by_header.json()["predictions"]
         assert variant["predictions"] == 43 and variant["labelled"] == 33  # 35 not written
         assert variant["task"] == "classification"
-        assert variant["metrics"]["accuracy"] == pytest.approx(
-            accuracy_score(expected, predicted)
-        )
+        assert variant["metrics"]["accuracy"] == pytest.approx(accuracy_score(expected, predicted))
         assert variant["metrics"]["f1"] == pytest.approx(f1_score(expected, predicted))
         assert quality.json()["overall"] is None  # one variant
 

@@ -127,6 +127,21 @@ def make_activity(url: str) -> None:
         assert reference.status_code == 201, reference.text
         report = client.post("/api/v1/monitoring/drift/bc/reports", json={})
         assert report.status_code == 201 and report.json()["drifted_count"] > 0, report.text
+        rule = client.post(
+            "/api/v1/monitoring/alerts/rules",
+            json={
+                "name": "bc-drift",
+                "deployment": "bc",
+                "figure": "drift.share",
+                "condition": ">",
+                "threshold": 0,
+                "window_minutes": 60,
+                "for_minutes": 0,
+                "severity": "warning",
+                "channels": [],
+            },
+        )
+        assert rule.status_code == 201, rule.text
 
 
 @pytest.fixture
@@ -137,7 +152,9 @@ def live_service(tmp_path: Path) -> Iterator[str]:
     register(uri, MODEL)
     register(uri, MODEL)
     port = free_port()
-    env = service_env(data_dir, MLOPS_QUALITY_REFRESH_SECONDS="1")
+    env = service_env(
+        data_dir, MLOPS_QUALITY_REFRESH_SECONDS="1", MLOPS_ALERT_EVALUATION_SECONDS="1"
+    )
     process = start_service(env, port, tmp_path / "service.log")
     try:
         yield f"127.0.0.1:{port}"

@@ -127,6 +127,13 @@ class NotSupported(DomainError):
     slug = "not-supported"
 
 
+class UpstreamFailed(DomainError):
+    """A service this one relies on (say, an alert channel's receiver) failed the request;
+    the detail says how, with no secret."""
+
+    slug = "upstream-failed"
+
+
 ERROR_STATUS: dict[type[DomainError], int] = {
     NotFound: 404,
     Conflict: 409,
@@ -137,6 +144,7 @@ ERROR_STATUS: dict[type[DomainError], int] = {
     PayloadTooLarge: 413,
     ServiceUnavailable: 503,
     NotSupported: 501,
+    UpstreamFailed: 502,
 }
 
 

@@ -121,6 +121,9 @@ class Settings(BaseSettings):
         ge=1.0,
         description="How often model quality is scored for Prometheus (mlops_model_quality).",
     )
+    alert_evaluation_seconds: float = Field(
+        default=30.0, ge=1.0, description="How often alert rules are evaluated (one process)."
+    )
     drift_max_window_rows: int = Field(
         default=200_000,
         ge=100,

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from mlops.core.database import SessionDep
 from mlops.core.errors import InvalidFields
 from mlops.core.pagination import Page, PageDep
+from mlops.monitoring.alerting.api import alerts_router
 from mlops.monitoring.drift_api import drift_router
 from mlops.monitoring.schemas import (
     GroundTruthAccepted,
@@ -124,7 +125,7 @@ async def quality(
     return await service.quality(found, window.since, window.until, variant, task)
 
 
-ROUTERS = [router, drift_router]
+ROUTERS = [router, drift_router, alerts_router]
 TAGS = [
     {
         "name": "monitoring",

@@ -101,3 +101,7 @@ class DriftReportRecord(Base):
     drifted_count: Mapped[int] = mapped_column(Integer)
     report: Mapped[dict[str, Any]] = mapped_column(JSON)  # DriftReport.to_dict()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# alerting's tables, so that import_all_models sees them
+from mlops.monitoring.alerting import models as alerting_models  # noqa: E402, F401
