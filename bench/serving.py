@@ -75,7 +75,8 @@ refuses, the audit middleware, which writes a hash-chained audit entry to the da
 `POST` that changes something before answering it (predictions change nothing and are counted in
 metrics instead); Prometheus metrics; one INFO JSON access-log
 line per request, written to a file), serving the deployment through
-`POST /api/v1/deployments/{{name}}/predict` (micro-batching at its defaults);
+`POST /api/v1/deployments/{{name}}/predict` (micro-batching at its defaults) with the prediction
+log on: every request's rows, answer and latency written to the database in batches;
 **MLflow's server** is `mlflow models serve -m models:/{MODEL}/2 --env-manager local --workers 1`
 on the same store, answering `POST /invocations`. Both get the same body, one breast_cancer row
 as `{{"instances": [{{...30 columns...}}]}}`, and must answer the same prediction. Both servers
