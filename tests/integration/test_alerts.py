@@ -483,3 +483,36 @@ async def test_rules_are_validated_edited_and_deleted(
         assert (await client.get(f"{ALERTS}/rules/bc-slow", headers=ADMIN)).status_code == 404
         assert (await client.delete(f"{ALERTS}/channels/hook", headers=ADMIN)).status_code == 204
         assert (await client.get(f"{ALERTS}/channels/hook", headers=ADMIN)).status_code == 404
+
+
+async def test_deliveries_cut_short_by_a_stop_are_marked_interrupted(
+    alert_settings: Settings, receiver: Receiver
+) -> None:
+    async with running_app(alert_settings) as app, client_for(app) as client:
+        await add_deployment(app)
+        evaluator: AlertEvaluator = app.state.alert_evaluator
+        await create(client, "channels", webhook_channel(receiver.url))
+        await create(
+            client,
+            "rules",
+            {
+                "name": "bc-latency",
+                "deployment": "bc",
+                "figure": "latency_p95_ms",
+                "condition": ">",
+                "threshold": 5,
+                "window_minutes": 5,
+                "channels": ["hook"],
+            },
+        )
+        await log(app, served(minutes(-1), latency=50))
+        events = await evaluator.evaluate(T0, wait=False)
+        assert of(events, "bc-latency") == ["firing"]
+        await evaluator.stop()  # the delivery task is cancelled before it records an outcome
+        history = (await client.get(f"{ALERTS}/history", headers=ADMIN)).json()["items"]
+        assert history[0]["deliveries"][0]["outcome"] == "sending"
+
+        assert await evaluator.settle_interrupted() == 1
+        history = (await client.get(f"{ALERTS}/history", headers=ADMIN)).json()["items"]
+        assert history[0]["deliveries"][0]["outcome"] == "interrupted"
+        assert await evaluator.settle_interrupted() == 0

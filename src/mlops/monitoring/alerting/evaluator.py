@@ -8,7 +8,8 @@ inside a transaction, concurrently across channels and rules; a rule's notificat
 order (a resolved one waits for its firing one). The loop does not wait for them, so that a
 receiver down for a minute delays no evaluation; ``evaluate()`` does by default. Each channel's
 outcome and attempts are written to the event once known; a process stopping meanwhile leaves
-``sending`` there (the notification is not sent again: at most once).
+``sending`` there (the notification is not sent again: at most once) until the next process to
+take over evaluation marks it ``interrupted``.
 
 Deduplication: notifications are sent on transitions only, so an alert firing for hours is
 sent once, under the fingerprint of its rule and labels (``alert_fingerprint``).
@@ -28,7 +29,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
-from sqlalchemy import or_, select, update
+from sqlalchemy import Text, cast, or_, select, update
 
 from mlops.core.database import Database
 from mlops.core.leadership import Leadership
@@ -101,6 +102,7 @@ class AlertEvaluator:
         self.task: asyncio.Task[None] | None = None
         self._sending: dict[uuid.UUID, asyncio.Task[None]] = {}  # per rule, its latest notice
         self._gauges: dict[uuid.UUID, tuple[str, str, str]] = {}
+        self._settled = False  # deliveries a previous evaluator left "sending", marked
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._loop(), name="alert-evaluation")
@@ -116,10 +118,31 @@ class AlertEvaluator:
             with contextlib.suppress(Exception):
                 if await self.leadership.try_acquire():
                     try:
+                        if not self._settled:
+                            await self.settle_interrupted()
+                            self._settled = True
                         await self.evaluate(wait=False)
                     except Exception:
                         logger.exception("alert evaluation failed; retrying")
             await asyncio.sleep(self.interval_seconds)
+
+    async def settle_interrupted(self) -> int:
+        """Deliveries a stopped or crashed evaluator left ``sending`` (it alone was sending
+        them) become ``interrupted``: not sent again, and not shown as in progress for ever."""
+        async with self.database.sessionmaker() as session, session.begin():
+            events = (
+                await session.scalars(
+                    select(AlertEvent).where(
+                        cast(AlertEvent.deliveries, Text).contains('"sending"')
+                    )
+                )
+            ).all()
+            for event in events:
+                event.deliveries = [
+                    {**d, "outcome": "interrupted"} if d.get("outcome") == "sending" else d
+                    for d in event.deliveries or []
+                ]
+        return len(events)
 
     async def evaluate(
         self, now: datetime | None = None, *, wait: bool = True

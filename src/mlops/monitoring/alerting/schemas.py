@@ -16,7 +16,7 @@ NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 MAX_CHANNELS_PER_RULE = 20
 MAX_WINDOW_MINUTES = 7 * 24 * 60
 ChannelKind = Literal["webhook", "slack", "email"]
-DeliveryOutcome = Literal["sending", "delivered", "rejected", "exhausted"]
+DeliveryOutcome = Literal["sending", "delivered", "rejected", "exhausted", "interrupted"]
 
 # --------------------------------------------------------------------------- channels
 
@@ -81,7 +81,8 @@ class DeliveryOut(BaseModel):
     channel: str
     outcome: DeliveryOutcome = Field(
         description="delivered; rejected: a permanent failure; exhausted: every attempt failed; "
-        "sending: still being tried."
+        "sending: still being tried; interrupted: the process sending it stopped first (not "
+        "sent again)."
     )
     attempt_count: int
     last_error: str | None
