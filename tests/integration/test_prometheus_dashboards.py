@@ -209,6 +209,10 @@ def test_every_dashboard_query_returns_series(live_service: str, prometheus: str
             break
         assert time.monotonic() < deadline, f"queries with no series: {empty}"
         time.sleep(1)
+    # rollback counters exist at 0 before any rollback of their reason (else increase() misses
+    # a deployment's first one)
+    (untouched,) = query(prometheus, 'mlops_deployment_rollbacks_total{reason="analysis"}')
+    assert untouched["value"][1] == "0"
     rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
     loaded = [rule for group in rules for rule in group["rules"]]
     assert len(loaded) >= 7 and all(rule["health"] == "ok" for rule in loaded), loaded

@@ -24,7 +24,7 @@ TRAFFIC_WEIGHT = Gauge(
 )
 ROLLBACKS = Counter(
     "mlops_deployment_rollbacks_total",
-    "Rollbacks, by deployment and reason (analysis, load_failed, manual).",
+    "Rollbacks, by deployment and reason (analysis, inconclusive, load_failed, manual).",
     ["deployment", "reason"],
 )
 
@@ -38,9 +38,16 @@ def record_prediction(deployment: str, variant: str, ok: bool, seconds: float) -
     PREDICTION_LATENCY_BY(deployment, variant).observe(seconds)
 
 
+ROLLBACK_REASONS = ("analysis", "inconclusive", "load_failed", "manual")
+
+
 def record_weights(deployment: str, weights: dict[str, float]) -> None:
     for variant, weight in weights.items():
         TRAFFIC_WEIGHT.labels(deployment, variant).set(weight)
+    # Rollback counters exist at 0 before the first rollback: a series that appears already at 1
+    # is no increase to Prometheus, so increase() would miss a deployment's first rollback.
+    for reason in ROLLBACK_REASONS:
+        ROLLBACKS.labels(deployment, reason)
 
 
 def record_rollback(deployment: str, reason: str) -> None:
