@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mlops.core.database import Database
+from mlops.core.tasks import stop_tasks
+
+logger = logging.getLogger("mlops")
 
 BACKGROUND_LOOPS_LOCK = 0x6D6C6F7073_10
 
@@ -68,3 +73,42 @@ async def _discard(connection: AsyncConnection) -> None:
         await connection.invalidate()
     with contextlib.suppress(Exception):
         await connection.close()
+
+
+class ElectedLoop:
+    """Runs ``work`` every ``interval_seconds`` in the one process holding the advisory lock
+    ``key`` (every process on SQLite). A pass that fails is logged and tried again next time;
+    the lock's database being unreachable only skips the pass."""
+
+    def __init__(
+        self,
+        database: Database,
+        key: int,
+        interval_seconds: float,
+        work: Callable[[], Awaitable[object]],
+        name: str,
+    ) -> None:
+        self.leadership = Leadership(database, key)
+        self.interval_seconds = interval_seconds
+        self.work = work
+        self.name = name
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        try:
+            await stop_tasks(self.task)
+        finally:
+            await self.leadership.release()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                if await self.leadership.try_acquire():
+                    try:
+                        await self.work()
+                    except Exception:
+                        logger.exception("%s failed; retrying", self.name)
+            await asyncio.sleep(self.interval_seconds)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import func, select
 
-from mlops.core.database import SessionDep
+from mlops.core.database import SessionDep, as_utc
 from mlops.core.errors import InvalidFields
 from mlops.core.pagination import Page, PageDep
 from mlops.monitoring.alerting.api import alerts_router
@@ -51,17 +51,13 @@ class Window:
             datetime | None, Query(description="End (exclusive); default: now.")
         ] = None,
     ) -> None:
-        self.until = _utc(until) if until else datetime.now(UTC)
-        self.since = _utc(since) if since else self.until - DEFAULT_WINDOW
+        self.until = as_utc(until) if until else datetime.now(UTC)
+        self.since = as_utc(since) if since else self.until - DEFAULT_WINDOW
         if self.since >= self.until:
             raise InvalidFields([(("query", "since"), "must be before until")])
 
 
 WindowDep = Annotated[Window, Depends()]
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 @router.post(

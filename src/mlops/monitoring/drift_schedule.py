@@ -4,8 +4,6 @@ elects it; on SQLite there is one process). A window without predictions makes n
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,8 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from mlops.core.database import Database
-from mlops.core.leadership import Leadership
-from mlops.core.tasks import stop_tasks
+from mlops.core.leadership import ElectedLoop
 from mlops.deployments.models import Deployment
 from mlops.monitoring.drift_service import DriftService
 from mlops.monitoring.models import DriftReference, DriftReportRecord
@@ -29,27 +26,13 @@ class DriftScheduler:
     def __init__(self, database: Database, max_window_rows: int) -> None:
         self.database = database
         self.max_window_rows = max_window_rows
-        self.leadership = Leadership(database, DRIFT_LOCK)
-        self.task: asyncio.Task[None] | None = None
+        self.loop = ElectedLoop(database, DRIFT_LOCK, SCAN_SECONDS, self.run_due, "drift-schedule")
 
     async def start(self) -> None:
-        self.task = asyncio.create_task(self._loop(), name="drift-schedule")
+        await self.loop.start()
 
     async def stop(self) -> None:
-        try:
-            await stop_tasks(self.task)
-        finally:
-            await self.leadership.release()
-
-    async def _loop(self) -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                if await self.leadership.try_acquire():
-                    try:
-                        await self.run_due()
-                    except Exception:
-                        logger.exception("scheduled drift checks failed; retrying")
-            await asyncio.sleep(SCAN_SECONDS)
+        await self.loop.stop()
 
     async def run_due(self, now: datetime | None = None) -> int:
         """Make the reports that are due; how many were made."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Select, Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mlops.core.database import as_utc
 from mlops.core.errors import Conflict, InvalidFields, NotFound
 from mlops.deployments.models import Deployment
 from mlops.monitoring.drift import compare
@@ -51,7 +52,7 @@ class DriftService:
             _thresholds(thresholds, ("body", "settings", "thresholds"))
         source = body.source
         if source.window is not None:
-            since, until = _utc(source.window.since), _utc(source.window.until)
+            since, until = as_utc(source.window.since), as_utc(source.window.until)
             if since >= until:
                 raise InvalidFields(
                     [(("body", "source", "window", "since"), "must be before until")]
@@ -105,9 +106,9 @@ class DriftService:
         """Compare the window with the reference and store the report; None when the window
         holds no prediction (a 422 for a report asked for)."""
         reference = await self.reference(deployment)
-        until = _utc(until) if until else datetime.now(UTC)
+        until = as_utc(until) if until else datetime.now(UTC)
         window = timedelta(minutes=int(reference.settings.get("window_minutes", 60)))
-        since = _utc(since) if since else until - window
+        since = as_utc(since) if since else until - window
         if since >= until:
             raise InvalidFields([(("body", "since"), "must be before until")])
         raw = await self._window_rows(deployment, since, until)
@@ -252,7 +253,3 @@ def _thresholds(
         unknown = set(settings.features) - set(profile.features)
         if unknown:
             raise InvalidFields([(where, f"not profiled: {', '.join(sorted(unknown))}")])
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -4,16 +4,13 @@ variant, into ``mlops_model_quality``."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
 from mlops.core.database import Database
-from mlops.core.leadership import Leadership
-from mlops.core.tasks import stop_tasks
+from mlops.core.leadership import ElectedLoop
 from mlops.deployments.models import Deployment
 from mlops.monitoring.metrics import record_quality
 from mlops.monitoring.service import MonitoringService
@@ -27,28 +24,15 @@ WINDOW = timedelta(days=1)
 class QualityExport:
     def __init__(self, database: Database, refresh_seconds: float) -> None:
         self.database = database
-        self.refresh_seconds = refresh_seconds
-        self.leadership = Leadership(database, QUALITY_LOCK)
-        self.task: asyncio.Task[None] | None = None
+        self.loop = ElectedLoop(
+            database, QUALITY_LOCK, refresh_seconds, self.refresh, "quality-export"
+        )
 
     async def start(self) -> None:
-        self.task = asyncio.create_task(self._loop(), name="quality-export")
+        await self.loop.start()
 
     async def stop(self) -> None:
-        try:
-            await stop_tasks(self.task)
-        finally:
-            await self.leadership.release()
-
-    async def _loop(self) -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                if await self.leadership.try_acquire():
-                    try:
-                        await self.refresh()
-                    except Exception:
-                        logger.exception("refreshing the quality metrics failed; retrying")
-            await asyncio.sleep(self.refresh_seconds)
+        await self.loop.stop()
 
     async def refresh(self, now: datetime | None = None) -> int:
         """Score every deployment; how many had labelled rows."""

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from sqlalchemy import Text, cast, or_, select, update
 
 from mlops.core.database import Database
-from mlops.core.leadership import Leadership
+from mlops.core.leadership import ElectedLoop
 from mlops.core.tasks import stop_tasks
 from mlops.deployments.models import Deployment
 from mlops.monitoring.alerting.figures import measure, parse_figure
@@ -95,36 +95,29 @@ class AlertEvaluator:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.database = database
-        self.interval_seconds = interval_seconds
         self.policy = policy  # tests inject tiny delays here
         self.sleep = sleep
-        self.leadership = Leadership(database, ALERT_LOCK)
-        self.task: asyncio.Task[None] | None = None
+        self.loop = ElectedLoop(
+            database, ALERT_LOCK, interval_seconds, self._pass, "alert-evaluation"
+        )
         self._sending: dict[uuid.UUID, asyncio.Task[None]] = {}  # per rule, its latest notice
         self._gauges: dict[uuid.UUID, tuple[str, str, str]] = {}
         self._settled = False  # deliveries a previous evaluator left "sending", marked
 
     async def start(self) -> None:
-        self.task = asyncio.create_task(self._loop(), name="alert-evaluation")
+        await self.loop.start()
 
     async def stop(self) -> None:
         try:
-            await stop_tasks(self.task, *self._sending.values())
+            await self.loop.stop()
         finally:
-            await self.leadership.release()
+            await stop_tasks(*self._sending.values())
 
-    async def _loop(self) -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                if await self.leadership.try_acquire():
-                    try:
-                        if not self._settled:
-                            await self.settle_interrupted()
-                            self._settled = True
-                        await self.evaluate(wait=False)
-                    except Exception:
-                        logger.exception("alert evaluation failed; retrying")
-            await asyncio.sleep(self.interval_seconds)
+    async def _pass(self) -> None:
+        if not self._settled:
+            await self.settle_interrupted()
+            self._settled = True
+        await self.evaluate(wait=False)
 
     async def settle_interrupted(self) -> int:
         """Deliveries a stopped or crashed evaluator left ``sending`` (it alone was sending
