@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -20,6 +21,9 @@ from mlops.core.settings import Settings, get_settings
 from mlops.deployments.manager import DeploymentManager
 from mlops.deployments.targets import InProcessTarget
 from mlops.domains import attach_to_engine, domain_routers, domain_tags, hot_routers
+from mlops.features.schedule import FeatureSchedule
+from mlops.features.service import open_stores, resolve_feature_service
+from mlops.features.serving import OnlineFeatures
 from mlops.monitoring.alerting.evaluator import AlertEvaluator
 from mlops.monitoring.drift_schedule import DriftScheduler
 from mlops.monitoring.prediction_log import PredictionLog
@@ -113,10 +117,21 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
     app.state.alert_evaluator = alert_evaluator
     quality_export = QualityExport(database, settings.quality_refresh_seconds)
     app.state.quality_export = quality_export
+    feature_stores = open_stores(settings)
+    app.state.feature_stores = feature_stores
+    app.state.online_features = OnlineFeatures(
+        feature_stores.online,
+        partial(resolve_feature_service, database),
+        settings.feature_definitions_cache_seconds,
+    )
+    deployments.runtime.enrich = app.state.online_features.enrich
+    feature_schedule = FeatureSchedule(database, feature_stores, settings.feature_schedule_seconds)
+    app.state.feature_schedule = feature_schedule
     await deployments.start()
     await drift_checks.start()
     await alert_evaluator.start()
     await quality_export.start()
+    await feature_schedule.start()
     logger.info(
         "service started",
         extra={
@@ -128,6 +143,7 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await feature_schedule.stop()
         await quality_export.stop()
         await alert_evaluator.stop()
         await drift_checks.stop()
@@ -135,6 +151,7 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
         if prediction_log is not None:
             await prediction_log.stop()  # writes what is buffered
         await engine.stop()
+        await feature_stores.online.close()
         await database.dispose()
 
 

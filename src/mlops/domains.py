@@ -18,6 +18,7 @@ DOMAINS: tuple[str, ...] = (
     "mlops.training",
     "mlops.deployments",
     "mlops.monitoring",
+    "mlops.features",
 )
 
 

@@ -10,6 +10,7 @@ import typer
 
 from mlops.cli.client import ApiClient
 from mlops.cli.deployments import deploy
+from mlops.cli.features import features_app
 from mlops.cli.monitoring import monitoring_app
 from mlops.cli.pipelines import pipelines_app, runs_app
 from mlops.cli.training import models_app, training_app
@@ -33,6 +34,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(training_app, name="training")
 app.add_typer(models_app, name="models")
 app.add_typer(monitoring_app, name="monitoring")
+app.add_typer(features_app, name="features")
 app.command("deploy")(deploy)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
@@ -55,10 +56,17 @@ async def paginate(
     session: AsyncSession, query: Select[Any], page: PageParams, schema: type[SchemaT]
 ) -> Page[SchemaT]:
     """One page of ``query``'s rows rendered as ``schema``, with the total count."""
+    return await paginate_as(session, query, page, schema.model_validate)
+
+
+async def paginate_as(
+    session: AsyncSession, query: Select[Any], page: PageParams, render: Callable[[Any], ItemT]
+) -> Page[ItemT]:
+    """One page of ``query``'s rows, each rendered by ``render``, with the total count."""
     total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     rows = (await session.scalars(query.limit(page.limit).offset(page.offset))).all()
-    return Page[SchemaT](
-        items=[schema.model_validate(row) for row in rows],
+    return Page[ItemT](
+        items=[render(row) for row in rows],
         total=int(total or 0),
         limit=page.limit,
         offset=page.offset,

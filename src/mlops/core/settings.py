@@ -130,6 +130,25 @@ class Settings(BaseSettings):
         description="Logged requests a drift report or reference reads from a window at most.",
     )
 
+    feature_offline_root: str | None = Field(
+        default=None,
+        description="Where the offline feature store keeps its Parquet files (a local folder or "
+        "fsspec URI); default: data_dir/features. Every replica and step must see the same one.",
+    )
+    feature_schedule_seconds: float = Field(
+        default=30.0,
+        ge=1.0,
+        description="How often one process materializes scheduled feature views and refreshes "
+        "the feature store's metrics.",
+    )
+    feature_definitions_cache_seconds: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=300.0,
+        description="How long a replica answers online reads from its copy of a feature "
+        "service's definition before reading it again (changes made here apply at once).",
+    )
+
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     log_level: str = "INFO"
     log_json: bool = True
@@ -213,10 +232,15 @@ class Settings(BaseSettings):
             "MLOPS_OPTUNA_STORAGE": self.optuna_storage_url,
             "MLOPS_MLFLOW_TRACKING_URI": self.effective_mlflow_uri,
             "MLOPS_DATA_DIR": str(self.data_dir.resolve()),
+            "MLOPS_FEATURE_OFFLINE_ROOT": self.effective_feature_offline_root,
         }
         if self.database_url:  # else the embedded file under MLOPS_DATA_DIR
             environment["MLOPS_DATABASE_URL"] = self.database_url
         return environment | self.mlflow_client_environment()
+
+    @property
+    def effective_feature_offline_root(self) -> str:
+        return self.feature_offline_root or str((self.data_dir / "features").resolve())
 
     def mlflow_client_environment(self) -> dict[str, str]:
         """MLflow's HTTP client reads its timeout and retries from the environment only."""

@@ -173,6 +173,7 @@ class DeploymentManager:
             ],
             sticky=(deployment.rollout or {}).get("strategy") == Strategy.AB_TEST,
             key_header=deployment.settings.get("ab_test", {}).get("key_header", "X-User-Id"),
+            feature_service=deployment.feature_service,
         )
 
     async def _unload(self, wanted: set[tuple[str, str]]) -> None:

@@ -22,6 +22,8 @@ class Deployment(Base):
     model_name: Mapped[str] = mapped_column(String(128), index=True)
     strategy: Mapped[str] = mapped_column(String(16))
     settings: Mapped[dict[str, Any]] = mapped_column(JSON)  # the strategy's settings
+    # requests carrying entity keys are completed with this feature service's online values
+    feature_service: Mapped[str | None] = mapped_column(String(63), nullable=True)
     state: Mapped[str] = mapped_column(String(16), index=True)
     # The rollout in progress, if any: its target variant, step and when the next step is due.
     rollout: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -13,18 +13,19 @@ import hashlib
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mlops.core.errors import Conflict, NotFound
+from mlops.core.errors import Conflict, InvalidFields, NotFound, ServiceUnavailable
 from mlops.deployments.canary import WindowStats, latency_quantile
 from mlops.deployments.metrics import record_prediction
 from mlops.deployments.serving import PredictionFailed
 from mlops.deployments.targets import ServedModel
 
 DEFAULT_KEY_HEADER = "X-User-Id"
+Enricher = Callable[[str, list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 WINDOW_EVENTS = 200_000  # per variant: enough for any analysis window at a few thousand req/s
 
 
@@ -80,6 +81,7 @@ class Route:
     sticky: bool = False
     name: str = ""
     key_header: str = DEFAULT_KEY_HEADER
+    feature_service: str | None = None  # completes each request's rows from the online store
 
     def pick(self, key: str | None = None) -> tuple[str, str, str] | None:
         if not self.variants:
@@ -106,6 +108,8 @@ class Runtime:
         # A/B predictions not written yet: request id, deployment, variant, key, when
         self.assigned: list[tuple[str, str, str, str | None, datetime]] = []
         self.on_served: Callable[[ServedPrediction], None] | None = None  # the prediction log
+        # the feature store: (feature service, rows with entity keys) -> rows with features
+        self.enrich: Enricher | None = None
 
     def key_header(self, deployment: str) -> str:
         route = self.routes.get(deployment)
@@ -123,10 +127,13 @@ class Runtime:
         weights: list[tuple[str, str, str, float]],
         sticky: bool = False,
         key_header: str = DEFAULT_KEY_HEADER,
+        feature_service: str | None = None,
     ) -> None:
         """``weights``: (variant, model, version, weight); only loaded variants are routed,
         in name order (so that a sticky key's place means the same variant everywhere)."""
-        route = Route(sticky=sticky, name=deployment, key_header=key_header)
+        route = Route(
+            sticky=sticky, name=deployment, key_header=key_header, feature_service=feature_service
+        )
         weights = sorted(weights)
         total = 0.0
         for variant, model, version, weight in weights:
@@ -158,6 +165,8 @@ class Runtime:
             raise Conflict(f"Deployment '{deployment}' has no healthy variant taking traffic yet")
         variant, model_name, version = chosen
         model = self.models[(model_name, version)]
+        if route.feature_service is not None:
+            body = await self._enriched(route.feature_service, body)
         parsed = model.parse(body)  # 422 naming the field: not the variant's fault
         started = time.perf_counter()
         predictions: list[Any] = []
@@ -193,6 +202,21 @@ class Runtime:
         if route.sticky:
             self.assigned.append((request_id, deployment, variant, key, now))
         return variant, version, predictions
+
+    async def _enriched(self, feature_service: str, body: Any) -> dict[str, Any]:
+        if self.enrich is None:
+            raise ServiceUnavailable("The feature store is not running in this process")
+        if "instances" not in body:
+            raise InvalidFields(
+                [
+                    (
+                        ("body", "dataframe_split"),
+                        "this deployment completes requests from a feature service: send "
+                        "instances carrying the entity's join keys",
+                    )
+                ]
+            )
+        return {"instances": await self.enrich(feature_service, body["instances"])}
 
     async def close(self) -> None:
         for model in self.models.values():

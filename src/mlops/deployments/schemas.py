@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlops.training.spec import MODEL_NAME_PATTERN
 
+FEATURE_SERVICE_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"  # the feature store's names
 DEPLOYMENT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 
 
@@ -168,6 +169,13 @@ class DeploymentCreate(BaseModel):
         description="How later versions roll out (the first one takes all traffic once healthy).",
     )
     settings: StrategySettings = Field(default_factory=StrategySettings)
+    feature_service: str | None = Field(
+        default=None,
+        pattern=FEATURE_SERVICE_PATTERN,
+        description="A feature service whose online values complete each request: instances "
+        "then carry the entity's join keys (and any request-time columns), the service's "
+        "features are added before the model sees them.",
+    )
 
 
 class DeploymentUpdate(BaseModel):
@@ -211,6 +219,7 @@ class DeploymentSummary(BaseModel):
     model_name: str
     strategy: Strategy
     settings: dict[str, Any]
+    feature_service: str | None
     state: DeploymentState
     rollout: dict[str, Any] | None
     error: str | None

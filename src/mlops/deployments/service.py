@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mlops.core.errors import Conflict, NotFound
+from mlops.core.errors import Conflict, InvalidFields, NotFound
 from mlops.deployments.metrics import record_rollback, record_weights
 from mlops.deployments.models import (
     Deployment,
@@ -74,6 +74,17 @@ class DeploymentService:
 
     # ---------------------------------------------------------------- changes asked for
 
+    async def _check_feature_service(self, name: str) -> None:
+        from mlops.features.models import FeatureServiceRecord
+
+        found = await self.session.scalar(
+            select(FeatureServiceRecord.id).where(FeatureServiceRecord.name == name)
+        )
+        if found is None:
+            raise InvalidFields(
+                [(["body", "feature_service"], f"no feature service named {name!r}")]
+            )
+
     async def create(self, body: DeploymentCreate, actor: str) -> Deployment:
         existing = await self.session.scalar(
             select(Deployment.id).where(Deployment.name == body.name)
@@ -82,6 +93,8 @@ class DeploymentService:
             raise Conflict(
                 f"Deployment '{body.name}' already exists; PATCH it to roll out a version"
             )
+        if body.feature_service is not None:
+            await self._check_feature_service(body.feature_service)
         version = await self._resolve(body.model)
         now = datetime.now(UTC)
         deployment = Deployment(
@@ -89,6 +102,7 @@ class DeploymentService:
             model_name=body.model.name,
             strategy=body.strategy.value,
             settings=body.settings.model_dump(mode="json"),
+            feature_service=body.feature_service,
             state=DeploymentState.DEPLOYING.value,
             created_by=actor,
             created_at=now,

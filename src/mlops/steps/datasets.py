@@ -19,7 +19,13 @@ if TYPE_CHECKING:
 
 SKLEARN_DATASETS = ("breast_cancer", "diabetes", "digits", "iris", "wine")
 FORMATS = (".csv", ".parquet")
-SCHEMES = ("a local path", "file://", "sklearn://", "the artifact store's URIs")
+SCHEMES = (
+    "a local path",
+    "file://",
+    "sklearn://",
+    "features://",
+    "the artifact store's URIs",
+)
 _PARQUET_MAGIC = b"PAR1"
 
 
@@ -38,6 +44,10 @@ def load_dataset(uri: str, artifacts: ArtifactStore | None = None) -> pd.DataFra
         return _load_artifact(uri, artifacts)
     if uri.startswith("sklearn://"):
         return _load_sklearn(uri[len("sklearn://") :])
+    if uri.startswith("features://"):
+        from mlops.features.dataset import load_features_dataset
+
+        return load_features_dataset(uri)
     if uri.startswith("file://"):
         return _load_file(Path(uri[len("file://") :]), uri)
     if "://" in uri:
@@ -113,6 +123,15 @@ def peek_dataset(uri: str, artifacts: ArtifactStore | None = None) -> tuple[list
     if uri.startswith("sklearn://"):
         frame = load_dataset(uri)
         return [str(c) for c in frame.columns], len(frame)
+    if uri.startswith("features://"):
+        from mlops.features.dataset import parse_features_uri
+
+        try:
+            _, entities, _ = parse_features_uri(uri)
+        except ValueError as exc:
+            raise StepError(str(exc)) from None
+        _, rows = peek_dataset(entities, artifacts)
+        return [], rows  # the columns depend on the feature service: known when it is read
     path = (
         Path(uri.removeprefix("file://")) if "://" not in uri or uri.startswith("file://") else None
     )

@@ -14,9 +14,9 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,19 @@ class TrainingData:
     features: pd.DataFrame
     target: pd.Series
     digest: str
+    tags: dict[str, str] = field(default_factory=dict)  # what the data says of itself
+
+
+def feature_tags(frame: pd.DataFrame) -> dict[str, str]:
+    """A ``features://`` training set's feature service and view versions, as MLflow tags
+    (kept on the runs and model versions: the feature store's lineage reads them)."""
+    from mlops.features.dataset import FEATURE_LINEAGE
+
+    lineage = frame.attrs.get(FEATURE_LINEAGE)
+    if not lineage:
+        return {}
+    views = ",".join(f"{view}:{version}" for view, version in sorted(lineage["views"].items()))
+    return {tracking.TAG_FEATURE_SERVICE: lineage["service"], tracking.TAG_FEATURE_VIEWS: views}
 
 
 def training_data(spec: TrainingJobSpec, artifacts: ArtifactStore | None) -> TrainingData:
@@ -58,10 +71,16 @@ def training_data(spec: TrainingJobSpec, artifacts: ArtifactStore | None) -> Tra
     from mlops.steps.datasets import load_dataset
 
     frame = load_dataset(spec.dataset, artifacts)
-    return split_frame(frame, spec.target, spec.task, spec.dataset)
+    return split_frame(frame, spec.target, spec.task, spec.dataset, spec.feature_columns)
 
 
-def split_frame(frame: pd.DataFrame, target: str, task: Task, where: str) -> TrainingData:
+def split_frame(
+    frame: pd.DataFrame,
+    target: str,
+    task: Task,
+    where: str,
+    feature_columns: Sequence[str] | None = None,
+) -> TrainingData:
     import pandas as pd
 
     if target not in frame.columns:
@@ -69,7 +88,13 @@ def split_frame(frame: pd.DataFrame, target: str, task: Task, where: str) -> Tra
         raise StepError(f"target column {target!r} is not in {where}; its columns: {columns}")
     if len(frame) == 0:
         raise StepError(f"{where} has no rows")
-    features = frame.drop(columns=[target])
+    if feature_columns:
+        absent = [str(c) for c in feature_columns if c not in frame.columns or c == target]
+        if absent:
+            raise StepError(f"feature columns {absent} are not in {where} (or are the target)")
+        features = frame[list(feature_columns)]
+    else:
+        features = frame.drop(columns=[target])
     if features.shape[1] == 0:
         raise StepError(f"{where} has no feature columns besides {target!r}")
     text = [str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
@@ -90,7 +115,7 @@ def split_frame(frame: pd.DataFrame, target: str, task: Task, where: str) -> Tra
                 f"{target!r} has {classes} distinct values: it looks continuous; use "
                 "task: regression"
             )
-    return TrainingData(features, labels, dataset_digest(frame))
+    return TrainingData(features, labels, dataset_digest(frame), feature_tags(frame))
 
 
 def dataset_digest(frame: pd.DataFrame) -> str:
@@ -134,7 +159,12 @@ def prepare(
         parent = tracking.start_parent_run(
             experiment_id,
             "search",
-            {**tags, tracking.TAG_DATASET: spec.dataset, tracking.TAG_DATASET_DIGEST: data.digest},
+            {
+                **tags,
+                **data.tags,
+                tracking.TAG_DATASET: spec.dataset,
+                tracking.TAG_DATASET_DIGEST: data.digest,
+            },
         )
         tracking.client().log_batch(parent, params=_job_params(spec))
         study.set_user_attr(ATTR_EXPERIMENT, experiment_id)
@@ -386,6 +416,7 @@ def finalize(
         register_as=spec.model_name,
         version_tags={
             **version_tags,
+            **data.tags,
             tracking.TAG_DATASET: spec.dataset,
             tracking.TAG_DATASET_DIGEST: attrs[ATTR_DIGEST],
             tracking.TAG_METRIC: metric,

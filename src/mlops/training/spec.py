@@ -63,6 +63,13 @@ class TrainingJobSpec(BaseModel):
 
     dataset: str = Field(min_length=1, description="Any dataset URI the step library reads.")
     target: str = Field(default="target", min_length=1, description="The label column.")
+    feature_columns: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="The columns to train on; default: every column but the target. Name them "
+        "when the dataset carries other columns, such as a features:// training set's join "
+        "keys and timestamps.",
+    )
     task: Task = Task.CLASSIFICATION
     estimator: str = Field(description="A name from GET /api/v1/training/estimators.")
     search_space: SearchSpace | None = Field(

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 TAG_JOB = "mlops.job_id"
 TAG_RUN = "mlops.pipeline_run_id"
 TAG_DATASET = "mlops.dataset"
+TAG_FEATURE_SERVICE = "mlops.feature_service"
+TAG_FEATURE_VIEWS = "mlops.feature_views"  # "view:version,view:version" read by the run
 TAG_DATASET_DIGEST = "mlops.dataset_digest"
 TAG_METRIC = "mlops.metric"
 TAG_METRIC_VALUE = "mlops.metric_value"

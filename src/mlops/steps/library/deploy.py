@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlops.deployments.schemas import (
     DEPLOYMENT_NAME_PATTERN,
+    FEATURE_SERVICE_PATTERN,
     DeploymentCreate,
     DeploymentUpdate,
     ModelRef,
@@ -41,6 +42,12 @@ class DeployParams(BaseModel):
         default=None, description="Default: the deployment's (direct for a new one)."
     )
     settings: StrategySettings | None = None
+    feature_service: str | None = Field(
+        default=None,
+        pattern=FEATURE_SERVICE_PATTERN,
+        description="For a deployment the step creates: complete each request's rows from "
+        "this feature service's online values.",
+    )
     wait: bool = Field(default=True, description="Succeed only once the version serves.")
     wait_seconds: float = Field(default=1800, gt=0)
 
@@ -97,9 +104,11 @@ async def _deploy(actor: str, params: DeployParams) -> dict[str, Any]:
                         model=params.model,
                         strategy=params.strategy or Strategy.DIRECT,
                         settings=params.settings or StrategySettings(),
+                        feature_service=params.feature_service,
                     )
                     deployment = await service.create(create, actor)
                 else:
+                    await _check_same_feature_service(session, params)
                     update = DeploymentUpdate(
                         model=params.model, strategy=params.strategy, settings=params.settings
                     )
@@ -117,6 +126,21 @@ async def _deploy(actor: str, params: DeployParams) -> dict[str, Any]:
         "model_version": version,
         "state": state,
     }
+
+
+async def _check_same_feature_service(session: Any, params: DeployParams) -> None:
+    from sqlalchemy import select
+
+    from mlops.deployments.models import Deployment
+
+    current = await session.scalar(
+        select(Deployment.feature_service).where(Deployment.name == params.deployment)
+    )
+    if params.feature_service is not None and current != params.feature_service:
+        raise StepError(
+            f"deployment {params.deployment!r} exists with feature service {current!r}; "
+            f"it cannot change to {params.feature_service!r} in a roll-out"
+        )
 
 
 async def _follow(database: Any, params: DeployParams, variant_name: str) -> str:

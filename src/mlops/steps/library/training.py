@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
@@ -131,9 +132,12 @@ class Train(StepType):
         from mlops.training.catalogue import Task
 
         frame = load_dataset(params.dataset, context.artifacts)
+        lineage = runner.feature_tags(frame)  # before the split, which may not keep attrs
         test_uri = None
         if params.test_size > 0:
-            runner.split_frame(frame, params.target, params.task, params.dataset)
+            runner.split_frame(
+                frame, params.target, params.task, params.dataset, params.feature_columns
+            )
             stratify = frame[params.target] if params.task is Task.CLASSIFICATION else None
             frame, test = train_test_split(
                 frame,
@@ -142,7 +146,10 @@ class Train(StepType):
                 stratify=stratify,
             )
             test_uri = save_dataset(test, context.output_uri("test.parquet"), context.artifacts)
-        data = runner.split_frame(frame, params.target, params.task, params.dataset)
+        data = runner.split_frame(
+            frame, params.target, params.task, params.dataset, params.feature_columns
+        )
+        data = dataclasses.replace(data, tags=lineage)
         study = f"step-{context.run_id}-{context.step_name}"
         tags = {TAG_RUN: context.run_id}
         experiment = f"pipeline-{context.run_id}-{context.step_name}"

@@ -1,0 +1,1 @@
+"""Feature store: definitions, offline and online stores, point-in-time retrieval."""
