@@ -1,28 +1,27 @@
-"""Online feature store: the latest feature values of each entity, for low-latency serving.
+"""Online feature store: each entity's latest feature values, for low-latency serving.
 
 ``MemoryOnlineStore`` keeps in-process dicts (the embedded default). ``RedisOnlineStore`` keeps one
-hash per entity per namespace, key ``{prefix}{namespace}:{entity_key}``: one field per feature
-holding its orjson encoding, plus ``@et``/``@ct`` (event, created time), which no feature name
-can spell. A write replaces an entity's row only when its ``(event_time, created_time)`` is
-``>=`` the stored one, so a late, older row never regresses a newer one.
-
-Redis writes stage each row with a plain HSET (its reply skipped) into a staging hash with a TTL;
-a small Lua script per 100 entities then, atomically per entity, renames each staged hash over
-its entity's when newer, or drops it. Values thus never pass through Lua, which cost more than
-the HSET itself. Reads are one round trip: one EVALSHA per 100 entities whose script runs the
-HMGETs and returns one JSON document (one orjson parse instead of redis-py's pure-Python parser
-walking every field; hiredis is not installed). Commands are packed into RESP here, since
-redis-py's generic packing costs more than the server's work.
+hash per entity per namespace, ``{prefix}{namespace}:{entity_key}``: a field per feature holding
+its orjson encoding, plus ``@et``/``@ct`` (event, created time; no feature name can spell them).
+A write replaces an entity's row only if its ``(event_time, created_time)`` is ``>=`` the stored
+one, so a late, older row never regresses a newer one, even under concurrent writers: in Redis,
+each row is HSET into a staging hash (reply skipped, TTL set), and a Lua script per 100 entities
+renames each staged hash over its entity's if newer, else drops it. Values never pass through
+Lua, which costs more than the HSET itself. A read is one round trip: an EVALSHA per 100 entities
+runs the HMGETs and answers one JSON document, one orjson parse, where redis-py's pure-Python
+reply parser (no hiredis here) walking every field costs 5-10 times the server's work. Commands
+are packed into RESP here for the same reason.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import math
 import operator
 import re
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -33,8 +32,6 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
 _FEATURE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-EVENT_TIME_FIELD = "@et"
-CREATED_TIME_FIELD = "@ct"
 SCRIPT_BATCH = 100  # entities per EVALSHA: a script blocks the server while it runs
 SEND_BATCH = 1000  # entities per write sent; the next is encoded while Redis applies it
 MAX_FEATURES = 4000  # Lua's unpack() limit is ~8,000 values
@@ -90,20 +87,13 @@ _SCRIPTS = {
 }
 
 
-class _Lengths(dict[int, bytes]):
-    """RESP bulk-string headers by length (``b"$5\\r\\n"``), built once each."""
-
-    def __missing__(self, length: int) -> bytes:
-        self[length] = header = b"$%d\r\n" % length
-        return header
-
-
-_LEN = _Lengths()
+_LEN_OF: Callable[[int], bytes] = functools.cache(lambda length: b"$%d\r\n" % length)
 _NAMES: dict[str, bytes] = {}  # feature name -> its RESP bulk string, once validated
+_NAME_OF = _NAMES.__getitem__
 
 
 def _bulk(data: bytes) -> bytes:
-    return _LEN[len(data)] + data + b"\r\n"
+    return _LEN_OF(len(data)) + data + b"\r\n"
 
 
 def _name(name: str) -> bytes:
@@ -122,8 +112,8 @@ def _evalsha(script: bytes, keys: list[bytes], args: Sequence[bytes] = ()) -> li
 
 
 def _fields(values: dict[str, Any]) -> bytes:
-    """name, orjson(value), ... as RESP bulk strings; C iterators only, on the common path (a
-    Python loop, or one list item per field, costs several times more)."""
+    """Name, orjson(value), ... as RESP, in C iterators on the common path (several times faster
+    than a Python loop, or than a list item per field, which the GC keeps walking)."""
     try:
         data = list(map(orjson.dumps, values.values()))
         chunks = zip(map(_NAME_OF, values), map(_LEN_OF, map(len, data)), data, repeat(b"\r\n"))
@@ -133,10 +123,9 @@ def _fields(values: dict[str, Any]) -> bytes:
         return b"".join(_name(k) + _bulk(orjson.dumps(v, option=option)) for k, v in values.items())
 
 
-_NAME_OF, _LEN_OF = _NAMES.__getitem__, _LEN.__getitem__
 _TTL = _bulk(b"%d" % STAGING_TTL_MS)
 _SKIP = b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$4\r\nSKIP\r\n"  # no reply to the next command
-_ET, _CT = _bulk(EVENT_TIME_FIELD.encode()), _bulk(CREATED_TIME_FIELD.encode())
+_ET, _CT = _bulk(b"@et"), _bulk(b"@ct")  # the reserved fields: event, created time
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,26 +172,29 @@ def decode_entity_key(key: str) -> tuple[int | str, ...]:
     return tuple(orjson.loads(key))
 
 
+def _times(row: OnlineRow) -> tuple[float, float]:
+    return row.event_time, row.created_time
+
+
 def _latest_per_entity(rows: Sequence[OnlineRow]) -> dict[str, OnlineRow]:
     """One row per entity: the greatest (event_time, created_time); the later row on a tie."""
     latest: dict[str, OnlineRow] = {}
     for row in rows:
         if not (math.isfinite(row.event_time) and math.isfinite(row.created_time)):
             raise ValueError(f"non-finite event or created time for entity {row.entity_key}")
+        if not all(map(_NAMES.__contains__, row.values)):  # validate before writing any
+            for name in row.values:
+                _name(name)
         held = latest.get(row.entity_key)
-        if held is None or (row.event_time, row.created_time) >= (
-            held.event_time,
-            held.created_time,
-        ):
+        if held is None or _times(row) >= _times(held):
             latest[row.entity_key] = row
     return latest
 
 
-def _check_features(features: Sequence[str]) -> None:
+def _check_features(features: Sequence[str]) -> list[bytes]:
     if len(features) > MAX_FEATURES:
         raise ValueError(f"at most {MAX_FEATURES} features per read")
-    for name in features:
-        _name(name)
+    return [_name(name) for name in features]
 
 
 class MemoryOnlineStore:
@@ -211,17 +203,16 @@ class MemoryOnlineStore:
     kind: str = "memory"
 
     def __init__(self) -> None:
-        self._tables: dict[str, dict[str, tuple[float, float, dict[str, Any]]]] = {}
+        self._tables: dict[str, dict[str, OnlineRow]] = {}
 
     async def write(self, namespace: str, rows: Sequence[OnlineRow]) -> int:
         table = self._tables.setdefault(namespace, {})
         written = 0
         for key, row in _latest_per_entity(rows).items():
-            for name in row.values:
-                _name(name)
             held = table.get(key)
-            if held is None or (row.event_time, row.created_time) >= held[:2]:
-                table[key] = (float(row.event_time), float(row.created_time), dict(row.values))
+            if held is None or _times(row) >= _times(held):
+                times = float(row.event_time), float(row.created_time)
+                table[key] = OnlineRow(key, dict(row.values), *times)
                 written += 1
         return written
 
@@ -236,12 +227,9 @@ class MemoryOnlineStore:
             if held is None:
                 out.append(None)
                 continue
-            values = held[2]
-            out.append(
-                StoredValues(
-                    [values.get(f) for f in features], [f in values for f in features], held[0]
-                )
-            )
+            got = held.values
+            present = [f in got for f in features]
+            out.append(StoredValues([got.get(f) for f in features], present, held.event_time))
         return out
 
     async def delete_namespace(self, namespace: str) -> int:
@@ -250,7 +238,7 @@ class MemoryOnlineStore:
     async def ping(self) -> None:
         return None
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # the data stays: the store is the process's
         return None
 
 
@@ -302,11 +290,10 @@ class RedisOnlineStore:
     async def read(
         self, namespace: str, entity_keys: Sequence[str], features: Sequence[str]
     ) -> list[StoredValues | None]:
-        _check_features(features)
+        names = _check_features(features)
         if not entity_keys:
             return []
         base = f"{self._prefix}{namespace}:"
-        names = [_name(f) for f in features]
 
         def payloads() -> Iterator[tuple[list[bytes], int]]:
             parts: list[bytes] = []
@@ -331,12 +318,13 @@ class RedisOnlineStore:
     async def delete_namespace(self, namespace: str) -> int:
         base = f"{self._prefix}{namespace}:".encode()
         deleted, batch = 0, []
-        # Entity keys are JSON arrays: "[" after the namespace, and a parse of the rest, keep
-        # namespace "a" from matching the keys of namespace "a:b".
+        # Entity keys are JSON arrays: "[" after the namespace, and the rest parsing as one, keep
+        # namespace "a" from matching the keys of namespace "a:b" or "a:[b".
         pattern = _glob_escape(base.decode()) + r"\[*"
         async for key in self._redis.scan_iter(match=pattern, count=1000):
-            if isinstance(_loads_or_none(key[len(base) :]), list):
-                batch.append(key)
+            with contextlib.suppress(orjson.JSONDecodeError):
+                if isinstance(orjson.loads(key[len(base) :]), list):
+                    batch.append(key)
             if len(batch) >= SEND_BATCH:
                 deleted += await self._redis.unlink(*batch)
                 batch = []
@@ -372,17 +360,16 @@ class RedisOnlineStore:
         replies: list[Any] = []
         error: ResponseError | None = None
         try:
-            inflight: deque[int] = deque()
+            pending = 0  # replies owed for the payload sent before
             for parts, count in payloads:
                 await connection.send_packed_command(parts)
-                inflight.append(count)
-                if len(inflight) > 1:
-                    error = await _collect(connection, inflight.popleft(), replies) or error
-                    if error is not None:
-                        break
-            while inflight:
-                error = await _collect(connection, inflight.popleft(), replies) or error
-        except BaseException:
+                failed = await _collect(connection, pending, replies)
+                error, pending = error or failed, count
+                if error is not None:
+                    break
+            failed = await _collect(connection, pending, replies)
+            error = error or failed
+        except BaseException:  # unread replies would answer the connection's next user
             await connection.disconnect(nowait=True)
             raise
         finally:
@@ -400,13 +387,6 @@ async def _collect(connection: Any, count: int, replies: list[Any]) -> ResponseE
         except ResponseError as exc:
             first = first or exc
     return first
-
-
-def _loads_or_none(data: bytes) -> Any:
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
 
 
 def open_online_store(redis_url: str | None) -> OnlineStore:
