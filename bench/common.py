@@ -7,12 +7,17 @@ from all of them, so it always shows the last run of every benchmark.
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
+import sys
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,6 +66,80 @@ def machine_info() -> dict[str, Any]:
         "cpu": _cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+    }
+
+
+def venv_python(
+    directory: Path,
+    requirements: Sequence[str],
+    marker_name: str = ".mlops-ready",
+    timeout: float = 900.0,
+) -> tuple[Path, float | None]:
+    """The interpreter of a benchmark peer's own venv (``directory/venv``), installed on first
+    use under a file lock (another run may be installing it); and how long the install took
+    (None when it was there already). A venv whose requirements changed is rebuilt."""
+    venv = directory / "venv"
+    python = venv / "bin" / "python"
+    marker = venv / marker_name
+    wanted = "\n".join(requirements) + "\n"
+
+    def ready() -> bool:
+        try:
+            return marker.read_text() == wanted and python.exists()
+        except OSError:
+            return False
+
+    if ready():
+        return python, None
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / "venv.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if ready():
+            return python, None
+        started = time.perf_counter()
+        shutil.rmtree(venv, ignore_errors=True)
+        base = shutil.which("python3.11") or sys.executable
+        for command in (
+            [base, "-m", "venv", str(venv)],
+            [str(python), "-m", "pip", "install", "--quiet", *requirements],
+        ):
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=timeout, check=False
+            )
+            if done.returncode != 0:
+                shutil.rmtree(venv, ignore_errors=True)
+                raise RuntimeError(f"{' '.join(command[:4])}:\n{done.stderr[-3000:]}")
+        marker.write_text(wanted)
+        return python, time.perf_counter() - started
+
+
+def record(
+    name: str,
+    store: str,
+    figure: str,
+    unit: str,
+    value: float,
+    baseline: float | None = None,
+    *,
+    compare: bool = False,
+    target: str | None = None,
+    met: bool | None = None,
+    runs: Any = None,
+) -> Record:
+    """One figure of a result file; ``compare`` fills the ratio value / baseline."""
+    ratio = value / baseline if compare and baseline else None
+    return {
+        "name": name,
+        "store": store,
+        "figure": figure,
+        "unit": unit,
+        "value": round(value, 4),
+        "baseline": None if baseline is None else round(baseline, 4),
+        "ratio": None if ratio is None else round(ratio, 6),
+        "added": None,
+        "target": target,
+        "met": met,
+        "runs": runs,
     }
 
 

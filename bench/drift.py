@@ -10,11 +10,9 @@ file lock) and gets the data as Parquet files; each of its runs is a fresh proce
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -28,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.common import ROOT, Record, machine_info, utc_now, write_results
+from bench.common import ROOT, Record, machine_info, record, utc_now, venv_python, write_results
 
 ROWS = 1_000_000
 SWEEP_ROWS = (10_000, 100_000, 1_000_000)
@@ -41,7 +39,6 @@ TARGET_MEMORY_MIB = 1024.0
 TARGET_SPEEDUP = 100.0
 EVIDENTLY_REQUIREMENTS = ("evidently==0.7.23", "pandas<3", "pyarrow")
 EVIDENTLY_DIR = ROOT / ".bench" / "evidently"
-EVIDENTLY_VENV = EVIDENTLY_DIR / "venv"
 READY_MARKER = ".mlops-evidently-ready"
 INSTALL_TIMEOUT = 900.0
 EVIDENTLY_TIMEOUT = 3600.0
@@ -343,40 +340,8 @@ print(json.dumps({
 
 
 def evidently_python() -> tuple[Path, float | None]:
-    """The interpreter of the Evidently venv, installed on first use under a file lock; and
-    how long the install took (None when it was there already)."""
-    python = EVIDENTLY_VENV / "bin" / "python"
-    marker = EVIDENTLY_VENV / READY_MARKER
-    wanted = "\n".join(EVIDENTLY_REQUIREMENTS) + "\n"
-
-    def ready() -> bool:
-        try:
-            return marker.read_text() == wanted and python.exists()
-        except OSError:
-            return False
-
-    if ready():
-        return python, None
-    EVIDENTLY_DIR.mkdir(parents=True, exist_ok=True)
-    with (EVIDENTLY_DIR / "venv.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another run may be installing: wait for it
-        if ready():
-            return python, None
-        started = time.perf_counter()
-        shutil.rmtree(EVIDENTLY_VENV, ignore_errors=True)
-        base = shutil.which("python3.11") or sys.executable
-        for command in (
-            [base, "-m", "venv", str(EVIDENTLY_VENV)],
-            [str(python), "-m", "pip", "install", "--quiet", *EVIDENTLY_REQUIREMENTS],
-        ):
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False
-            )
-            if done.returncode != 0:
-                shutil.rmtree(EVIDENTLY_VENV, ignore_errors=True)
-                raise RuntimeError(f"{' '.join(command[:4])}:\n{done.stderr[-3000:]}")
-        marker.write_text(wanted)
-        return python, time.perf_counter() - started
+    """The interpreter of the Evidently venv (installed on first use) and the install time."""
+    return venv_python(EVIDENTLY_DIR, EVIDENTLY_REQUIREMENTS, READY_MARKER, INSTALL_TIMEOUT)
 
 
 # --------------------------------------------------------------------------- the run
@@ -486,31 +451,9 @@ def measure_size(
 
 
 def _record(
-    name: str,
-    figure: str,
-    unit: str,
-    value: float,
-    baseline: float | None = None,
-    *,
-    compare: bool = False,
-    target: str | None = None,
-    met: bool | None = None,
-    runs: Any = None,
+    name: str, figure: str, unit: str, value: float, baseline: float | None = None, **more: Any
 ) -> Record:
-    ratio = value / baseline if compare and baseline else None
-    return {
-        "name": name,
-        "store": STORE,
-        "figure": figure,
-        "unit": unit,
-        "value": round(value, 4),
-        "baseline": None if baseline is None else round(baseline, 4),
-        "ratio": None if ratio is None else round(ratio, 6),
-        "added": None,
-        "target": target,
-        "met": met,
-        "runs": runs,
-    }
+    return record(name, STORE, figure, unit, value, baseline, **more)
 
 
 def records_of(sizes: list[SizeFigures]) -> list[Record]:
@@ -698,8 +641,8 @@ def main() -> None:
         "evidently_methods": sizes[-1].evidently.process.output["methods"],
     }
     stamp, machine = utc_now(), machine_info()
-    for record in records:
-        record.update(machine=machine, date=stamp, setup=setup, notes=notes)
+    for entry in records:
+        entry.update(machine=machine, date=stamp, setup=setup, notes=notes)
     path = write_results("drift", records)
     print(f"drift: wrote {path.relative_to(ROOT)}")
 

@@ -492,7 +492,7 @@ class Deploys:
     refused_roll_out: Counter[str]
 
 
-def _wait_until_ready(client: httpx.Client) -> float:
+def wait_until_ready(client: httpx.Client) -> float:
     began = time.perf_counter()
     deadline = time.monotonic() + DEPLOY_TIMEOUT_SECONDS
     while client.get("/ready").status_code != 200:
@@ -507,7 +507,7 @@ def deploy(service: Service, body: dict[str, Any]) -> Deploys:
     refused_first: Counter[str] = Counter()
     refused_roll_out: Counter[str] = Counter()
     with httpx.Client(base_url=service.base_url, headers=CREDENTIALS, timeout=60) as client:
-        ready_seconds = _wait_until_ready(client)
+        ready_seconds = wait_until_ready(client)
         print(f"  ready {ready_seconds:.2f} s after /health", flush=True)
         began = time.perf_counter()
         created = client.post(

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from mlops.core.settings import Settings
-from tests.conftest import ADMIN, create_key
+from tests.conftest import ADMIN, create_key, free_port
 
 BASE = "/api/v1/features"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -397,3 +397,23 @@ async def test_a_features_uri_names_the_same_training_set(
     frame = await asyncio.to_thread(load_dataset, uri)  # as a step's process does, off the loop
     assert frame["conv_rate"].tolist() == [0.1, 0.2]
     assert frame["label"].tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+async def test_an_unreachable_online_store_fails_clearly(settings_factory: Any) -> None:
+    from tests.conftest import client_for, running_app
+
+    settings = settings_factory(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    async with running_app(settings) as app, client_for(app, **ADMIN) as client:
+        await define(client)
+        await ingest(client, [row(1, 1, 0.1, 1, "a")])
+        run = await client.post(f"{BASE}/views/driver_stats/materialize")
+        assert run.status_code == 201 and run.json()["status"] == "failed", run.text
+        assert run.json()["error"]
+        online = await client.post(
+            f"{BASE}/online", json={"feature_service": "eta", "entities": [{"driver_id": 1}]}
+        )
+        assert online.status_code == 503, online.text
+        assert "online store is unreachable" in online.json()["detail"]
+        again = await client.post(f"{BASE}/views/driver_stats/materialize")
+        assert again.json()["rows_read"] == 1  # the failed run left its batch to the next one

@@ -288,6 +288,8 @@ async def test_aliases_move_between_versions(client: httpx.AsyncClient) -> None:
         headers=ADMIN,
     )
     assert no_version.status_code == 404
+    not_a_number = await client.get("/api/v1/training/models/aliased/versions/v1", headers=ADMIN)
+    assert not_a_number.status_code == 404, not_a_number.text
     removed = await client.delete("/api/v1/training/models/aliased/aliases/champion", headers=ADMIN)
     assert removed.status_code == 204
     gone = await client.delete("/api/v1/training/models/aliased/aliases/champion", headers=ADMIN)

@@ -9,7 +9,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from mlops.core.errors import InvalidFields
+from redis.exceptions import RedisError
+
+from mlops.core.errors import InvalidFields, ServiceUnavailable
 from mlops.features.online import OnlineStore, encode_entity_key
 from mlops.features.registry import ResolvedService
 
@@ -88,7 +90,10 @@ class OnlineFeatures:
                 encode_entity_key(_key_values(row, index, view.schema.join_keys, field))
                 for index, row in enumerate(rows)
             ]
-            stored = await self.store.read(view.namespace, keys, part.features)
+            try:
+                stored = await self.store.read(view.namespace, keys, part.features)
+            except (OSError, RedisError) as exc:
+                raise ServiceUnavailable(f"the online store is unreachable: {exc}") from None
             ttl = view.ttl.total_seconds() if view.ttl else None
             width = len(part.features)
             for index, found in enumerate(stored):

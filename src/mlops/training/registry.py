@@ -40,7 +40,8 @@ class Registry:
         try:
             yield
         except MlflowException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST" and missing:
+            # a version that is no number ("abc") cannot exist either
+            if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"} and missing:
                 raise NotFound(missing) from None
             if exc.error_code in {"TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR"}:
                 raise ServiceUnavailable(f"the MLflow registry failed: {exc.message}") from None
