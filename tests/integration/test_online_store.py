@@ -9,13 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
@@ -284,49 +282,3 @@ async def test_redis_error_reply_raises_after_draining(
         await redis_store.read(NS, [encode_entity_key([5])], ["a"])
     [got] = await redis_store.read(NS, [encode_entity_key([4])], ["a"])
     assert got is not None and got.values == [4]  # the connection answers in step
-
-
-async def test_redis_throughput_report(redis_store: RedisOnlineStore, redis_url: str) -> None:
-    """Prints write rate and read p50/p99 beside a bare redis-py HMGET pipeline; asserts none."""
-    features = [f"feature_{i}" for i in range(50)]
-    count = 20_000
-    rows = [
-        OnlineRow(
-            encode_entity_key([i]),
-            {f: [i * 1.5, i + j, f"s{i}"][j % 3] for j, f in enumerate(features)},
-            i,
-            0,
-        )
-        for i in range(count)
-    ]
-    started = time.perf_counter()
-    assert await redis_store.write(NS, rows) == count
-    rate = count / (time.perf_counter() - started)
-    keys = [encode_entity_key([i]) for i in range(count)]
-    fields = [*features, "@et"]
-    bare = aioredis.Redis.from_url(redis_url)
-    lines = [f"online store write: {rate:,.0f} entity rows x 50 features / s"]
-    try:
-        for width, rounds in ((1, 1000), (100, 200)):
-            ours, theirs = [], []
-            for _ in range(rounds):
-                sample = random.sample(keys, width)
-                started = time.perf_counter()
-                await redis_store.read(NS, sample, features)
-                ours.append(time.perf_counter() - started)
-                started = time.perf_counter()
-                pipe = bare.pipeline(transaction=False)
-                for key in sample:
-                    pipe.hmget(f"{redis_store._prefix}{NS}:{key}", fields)
-                [
-                    [orjson.loads(v) for v in reply if v is not None]
-                    for reply in await pipe.execute()
-                ]
-                theirs.append(time.perf_counter() - started)
-            for label, samples in (("store read", ours), ("bare redis-py HMGET pipeline", theirs)):
-                samples.sort()
-                p50, p99 = samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
-                lines.append(f"{label} {width}x50: p50 {p50 * 1e3:.3f} ms, p99 {p99 * 1e3:.3f} ms")
-    finally:
-        await bare.aclose()
-    print("\n" + "\n".join(lines))
