@@ -417,3 +417,30 @@ async def test_an_unreachable_online_store_fails_clearly(settings_factory: Any) 
         assert "online store is unreachable" in online.json()["detail"]
         again = await client.post(f"{BASE}/views/driver_stats/materialize")
         assert again.json()["rows_read"] == 1  # the failed run left its batch to the next one
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+async def test_an_in_process_online_store_is_refilled_after_a_restart(settings: Settings) -> None:
+    from mlops.app import create_app
+    from tests.conftest import client_for, running_app
+
+    async with running_app(settings) as app, client_for(app, **ADMIN) as client:
+        await define(client)
+        await ingest(client, [row(1, 3, 0.1, 1, "a"), row(1, 2, 0.2, 2, "a")])
+        await client.post(f"{BASE}/views/driver_stats/materialize")
+    restarted = create_app(settings)
+    async with (
+        restarted.router.lifespan_context(restarted),
+        client_for(restarted, **ADMIN) as client,
+    ):
+        assert await restarted.state.feature_schedule.refill == ["driver_stats"]
+        online = await client.post(
+            f"{BASE}/online", json={"feature_service": "eta", "entities": [{"driver_id": 1}]}
+        )
+        assert online.json()["results"][0] == {
+            "values": [0.2, 2],
+            "statuses": ["present", "present"],
+        }
+        runs = (await client.get(f"{BASE}/views/driver_stats/materializations")).json()
+        newest = runs["items"][0]
+        assert (newest["mode"], newest["created_by"]) == ("full", "start-up")

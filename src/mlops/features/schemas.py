@@ -304,7 +304,7 @@ class MaterializationOut(BaseModel):
     id: uuid.UUID
     view: str
     version: int
-    mode: Literal["range", "incremental"]
+    mode: Literal["range", "incremental", "full"]
     start: datetime | None
     end: datetime | None
     status: Literal["succeeded", "failed"]

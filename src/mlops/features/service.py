@@ -260,12 +260,14 @@ class FeatureStore:
         actor: str,
         start: datetime | None = None,
         end: datetime | None = None,
+        every_batch: bool = False,
     ) -> FeatureMaterialization:
         """Each entity's latest row into the online store: rows with event times in
-        [start, end], or (neither given) every batch not materialized yet."""
+        [start, end], or every batch (``every_batch``), or else every batch not materialized
+        yet."""
         record = await self.registry.view(name)
         view = resolve_view(record)
-        incremental = start is None and end is None
+        incremental = start is None and end is None and not every_batch
         if start is not None and end is not None and start > end:
             raise InvalidFields([(["body", "end"], "end is before start")])
         started = utcnow()
@@ -273,7 +275,7 @@ class FeatureStore:
         features = [feature for feature, _ in view.schema.features]
         run = FeatureMaterialization(
             view_id=record.id,
-            mode="incremental" if incremental else "range",
+            mode="incremental" if incremental else "full" if every_batch else "range",
             start_at=start,
             end_at=end,
             created_by=actor,
