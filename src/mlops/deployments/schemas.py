@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mlops.features.schemas import NAME_PATTERN as FEATURE_SERVICE_PATTERN
 from mlops.training.spec import MODEL_NAME_PATTERN
 
-FEATURE_SERVICE_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"  # the feature store's names
 DEPLOYMENT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 
 

@@ -7,26 +7,71 @@ its services."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import uuid
+from datetime import datetime
+from typing import Any, Literal
 
+from pydantic import BaseModel, Field
 from sqlalchemy import String, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlops.deployments.models import Deployment, DeploymentVariant
 from mlops.features.dataset import SCHEME
 from mlops.features.registry import FeatureRegistry
-from mlops.features.schemas import (
-    LineageDeployment,
-    LineageJob,
-    LineageModelVersion,
-    LineageOut,
-    LineageService,
-    LineageVersion,
-)
+from mlops.features.schemas import SourceSpec
 from mlops.training.models import TrainingJob
 from mlops.training.tracking import TAG_FEATURE_SERVICE, TAG_FEATURE_VIEWS
 
 MAX_JOBS = 500
+
+
+class LineageVersion(BaseModel):
+    version: int
+    source: SourceSpec | None
+    rows: int
+    created_at: datetime
+
+
+class LineageService(BaseModel):
+    name: str
+    features: list[str] = Field(description="The features it takes from this view.")
+
+
+class LineageJob(BaseModel):
+    id: uuid.UUID
+    feature_service: str
+    dataset: str
+    status: str
+    model_name: str | None
+    created_at: datetime
+
+
+class LineageModelVersion(BaseModel):
+    name: str
+    version: str
+    feature_service: str
+    view_version: int | None = Field(description="The version of this view it was trained on.")
+    run_id: str | None
+    created_at: datetime | None
+
+
+class LineageDeployment(BaseModel):
+    name: str
+    via: Literal["model_version", "feature_service"]
+    model_name: str
+    model_versions: list[str] = Field(description="Its variants' versions that use the view.")
+    feature_service: str | None
+
+
+class LineageOut(BaseModel):
+    """Where a view's data comes from and everything downstream of it."""
+
+    view: str
+    versions: list[LineageVersion]
+    feature_services: list[LineageService]
+    training_jobs: list[LineageJob]
+    model_versions: list[LineageModelVersion]
+    deployments: list[LineageDeployment]
 
 
 async def view_lineage(session: AsyncSession, tracking_uri: str, name: str) -> LineageOut:

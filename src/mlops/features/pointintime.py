@@ -34,8 +34,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-EVENT = "event_timestamp"
-CREATED = "created_timestamp"
+from mlops.features.frames import CREATED, EVENT
+
 NAT = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
 
 Ints = npt.NDArray[np.int64]

@@ -18,13 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlops.deployments.schemas import (
     DEPLOYMENT_NAME_PATTERN,
-    FEATURE_SERVICE_PATTERN,
     DeploymentCreate,
     DeploymentUpdate,
     ModelRef,
     Strategy,
     StrategySettings,
 )
+from mlops.features.schemas import NAME_PATTERN
 from mlops.steps.framework import StepContext, StepError, StepType, register_step_type
 from mlops.training.spec import MODEL_NAME_PATTERN
 
@@ -44,7 +44,7 @@ class DeployParams(BaseModel):
     settings: StrategySettings | None = None
     feature_service: str | None = Field(
         default=None,
-        pattern=FEATURE_SERVICE_PATTERN,
+        pattern=NAME_PATTERN,
         description="For a deployment the step creates: complete each request's rows from "
         "this feature service's online values.",
     )
