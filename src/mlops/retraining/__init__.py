@@ -1,0 +1,1 @@
+"""Automated retraining: triggers, champion against challenger, promotion (being built)."""
