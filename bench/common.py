@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -121,13 +121,15 @@ def record(
     value: float,
     baseline: float | None = None,
     *,
-    compare: bool = False,
+    compare: Literal["ratio", "added"] | None = None,
     target: str | None = None,
     met: bool | None = None,
     runs: Any = None,
 ) -> Record:
-    """One figure of a result file; ``compare`` fills the ratio value / baseline."""
+    """One figure of a result file. ``compare`` fills the ratio value / baseline, and with
+    "added" also the difference value - baseline."""
     ratio = value / baseline if compare and baseline else None
+    added = value - baseline if compare == "added" and baseline is not None else None
     return {
         "name": name,
         "store": store,
@@ -136,7 +138,7 @@ def record(
         "value": round(value, 4),
         "baseline": None if baseline is None else round(baseline, 4),
         "ratio": None if ratio is None else round(ratio, 6),
-        "added": None,
+        "added": None if added is None else round(added, 4),
         "target": target,
         "met": met,
         "runs": runs,

@@ -468,7 +468,7 @@ def records_of(sizes: list[SizeFigures]) -> list[Record]:
             "s",
             ours.seconds,
             theirs.seconds,
-            compare=True,
+            compare="ratio",
             target=f"≤ {TARGET_SECONDS:g} s",
             met=ours.seconds <= TARGET_SECONDS,
             runs={
@@ -490,7 +490,7 @@ def records_of(sizes: list[SizeFigures]) -> list[Record]:
             "MiB",
             ours.memory_mib,
             theirs.rss_growth_mib,
-            compare=True,
+            compare="ratio",
             target=f"≤ {TARGET_MEMORY_MIB:,.0f} MiB",
             met=ours.memory_mib <= TARGET_MEMORY_MIB,
             runs={
@@ -535,7 +535,7 @@ def records_of(sizes: list[SizeFigures]) -> list[Record]:
                 "ms",
                 1000 * size.ours.seconds,
                 1000 * size.evidently.seconds,
-                compare=True,
+                compare="ratio",
                 runs={
                     "ours_flagged": sorted(size.ours.flagged),
                     "evidently_flagged": sorted(size.evidently.flagged),

@@ -354,7 +354,7 @@ def _online_records(ours_: dict[str, Any], peer: dict[str, Any]) -> list[Record]
                     "ms",
                     mine[f"{q}_ms"],
                     serve[f"{q}_ms"],
-                    compare=True,
+                    compare="ratio",
                     target=f"≤ {target:g} ms" if q == "p99" else None,
                     met=mine["p99_ms"] <= target if q == "p99" else None,
                     runs={"ours": mine, "feast_serve": serve},
@@ -373,7 +373,7 @@ def _online_records(ours_: dict[str, Any], peer: dict[str, Any]) -> list[Record]
                     "ms",
                     mine["p99_ms"],
                     peer_figures["p99_ms"],
-                    compare=True,
+                    compare="ratio",
                     runs={"baseline": peer_figures},
                 )
             )
@@ -392,7 +392,7 @@ def records_of(ours_: dict[str, Any], peer: dict[str, Any], pit: dict[str, Any])
             "rows/s",
             mine["rows_per_second"],
             theirs["rows_per_second"],
-            compare=True,
+            compare="ratio",
             target=f"≥ {TARGET_MATERIALIZE_RATIO:g}x Feast",
             met=ratio >= TARGET_MATERIALIZE_RATIO,
             runs={"ours": mine, "feast": theirs},
@@ -413,7 +413,7 @@ def records_of(ours_: dict[str, Any], peer: dict[str, Any], pit: dict[str, Any])
                 "s",
                 mine["seconds"],
                 theirs.get("seconds") if finished else None,
-                compare=finished,
+                compare="ratio" if finished else None,
                 runs={"ours": mine, "feast": theirs},
             )
         )
@@ -425,7 +425,7 @@ def records_of(ours_: dict[str, Any], peer: dict[str, Any], pit: dict[str, Any])
                 "MiB",
                 mine["peak_rss_mib"],
                 theirs.get("peak_rss_mib"),
-                compare=True,
+                compare="ratio",
             )
         )
     return records

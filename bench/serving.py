@@ -34,7 +34,7 @@ import httpx
 
 from bench.api_apps import free_port, port_open
 from bench.api_overhead import CREDENTIALS, Store
-from bench.common import ROOT, Record, machine_info, median, utc_now, write_results
+from bench.common import ROOT, Record, machine_info, median, record, utc_now, write_results
 from bench.http_load import LoadResult, percentile, run_load
 from bench.pipeline_overhead import KEEP_LOGS_ENV, MemorySampler, Service, process_tree
 
@@ -780,33 +780,9 @@ def _rounds(
 
 
 def _record(
-    store: str,
-    name: str,
-    figure: str,
-    unit: str,
-    value: float,
-    baseline: float | None = None,
-    *,
-    compare: str | None = None,
-    target: str | None = None,
-    met: bool | None = None,
-    runs: Any = None,
+    store: str, name: str, figure: str, unit: str, value: float, *args: Any, **more: Any
 ) -> Record:
-    ratio = value / baseline if baseline else None
-    added = value - baseline if compare == "added" and baseline is not None else None
-    return {
-        "name": name,
-        "store": store,
-        "figure": figure,
-        "unit": unit,
-        "value": round(value, 4),
-        "baseline": None if baseline is None else round(baseline, 4),
-        "ratio": None if ratio is None or compare is None else round(ratio, 4),
-        "added": None if added is None else round(added, 4),
-        "target": target,
-        "met": met,
-        "runs": runs,
-    }
+    return record(name, store, figure, unit, value, *args, **more)
 
 
 @dataclass
@@ -1105,8 +1081,8 @@ def main() -> None:
         "load_average": [round(x, 2) for x in (*figures.load_before, *figures.load_after)],
     }
     stamp, machine = utc_now(), machine_info()
-    for record in records:
-        record.update(machine=machine, date=stamp, setup=setup, notes=notes)
+    for entry in records:
+        entry.update(machine=machine, date=stamp, setup=setup, notes=notes)
     path = write_results("serving", records)
     print(f"serving: wrote {path.relative_to(ROOT)}")
 

@@ -51,6 +51,18 @@ def history() -> tuple[pd.DataFrame, pd.DataFrame, dict[int, int]]:
     return pd.DataFrame(rows), pd.DataFrame(entities), latest
 
 
+def training(dataset: str) -> dict[str, Any]:
+    """The same search as a pipeline's train step and as a training job."""
+    return {
+        "dataset": dataset,
+        "target": "label",
+        "feature_columns": ["f1", "f2", "f3"],
+        "estimator": "logistic_regression",
+        "n_trials": 2,
+        "cv_folds": 2,
+    }
+
+
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # the API tests cover Redis
 async def test_a_pipeline_trains_from_features_and_serves_with_online_enrichment(
     settings: Settings, tmp_path: Path
@@ -90,15 +102,7 @@ async def test_a_pipeline_trains_from_features_and_serves_with_online_enrichment
                 {
                     "name": "train",
                     "type": "train",
-                    "params": {
-                        "dataset": dataset,
-                        "target": "label",
-                        "feature_columns": ["f1", "f2", "f3"],
-                        "estimator": "logistic_regression",
-                        "n_trials": 2,
-                        "cv_folds": 2,
-                        "test_size": 0,
-                    },
+                    "params": {**training(dataset), "test_size": 0},
                 },
                 {
                     "name": "register",
@@ -153,15 +157,7 @@ async def test_a_pipeline_trains_from_features_and_serves_with_online_enrichment
 
         job = await client.post(
             "/api/v1/training/jobs",
-            json={
-                "dataset": dataset,
-                "target": "label",
-                "feature_columns": ["f1", "f2", "f3"],
-                "estimator": "logistic_regression",
-                "n_trials": 2,
-                "cv_folds": 2,
-                "model_name": "churn-job",
-            },
+            json={**training(dataset), "model_name": "churn-job"},
         )
         assert job.status_code == 202, job.text
         finished = await wait_for_job(client, job.json()["id"], timeout=180)

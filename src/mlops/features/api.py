@@ -213,11 +213,14 @@ async def put_service(
     "/services", summary="Feature services, by name", response_model=Page[FeatureServiceOut]
 )
 async def list_services(_: Read, store: StoreDep, page: PageDep) -> Page[FeatureServiceOut]:
-    services = [
-        _service_out(record, (await store.registry.resolve_service(record.name)).columns)
-        for record in await store.registry.services()
+    listed = page_of(await store.registry.services(), page)
+    items = [
+        _service_out(record, (await store.registry.resolve(record)).columns)
+        for record in listed.items  # only this page's services are bound to their views
     ]
-    return page_of(services, page)
+    return Page[FeatureServiceOut](
+        items=items, total=listed.total, limit=listed.limit, offset=listed.offset
+    )
 
 
 @router.get(
@@ -228,7 +231,7 @@ async def list_services(_: Read, store: StoreDep, page: PageDep) -> Page[Feature
 )
 async def get_service(name: str, _: Read, store: StoreDep) -> FeatureServiceOut:
     record = await store.registry.service_record(name)
-    return _service_out(record, (await store.registry.resolve_service(name)).columns)
+    return _service_out(record, (await store.registry.resolve(record)).columns)
 
 
 @router.delete(

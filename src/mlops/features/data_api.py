@@ -83,7 +83,7 @@ async def ingest(name: str, body: IngestIn, principal: Write, store: StoreDep) -
         batch = await store.ingest_rows(name, body.rows, principal.name)
     else:
         batch = await store.ingest_source(name, principal.name)
-    return _batch_out(batch, await store.registry.view(name))
+    return _batch_out(batch, await store.view_of(batch.view_id))
 
 
 @data_router.post(
@@ -106,7 +106,7 @@ async def ingest_file(
 ) -> IngestOut:
     frame = await asyncio.to_thread(read_upload, await file.read(), file.filename or "")
     batch = await store.ingest_frame(name, frame, "file", "file", principal.name)
-    return _batch_out(batch, await store.registry.view(name))
+    return _batch_out(batch, await store.view_of(batch.view_id))
 
 
 @data_router.post(
@@ -121,7 +121,7 @@ async def materialize(
 ) -> MaterializationOut:
     window = body or MaterializeIn()
     run = await store.materialize(name, principal.name, window.start, window.end)
-    return _materialization_out(run, await store.registry.view(name))
+    return _materialization_out(run, await store.view_of(run.view_id))
 
 
 @data_router.get(

@@ -151,7 +151,6 @@ class OnlineStore(Protocol):
         self, namespace: str, entity_keys: Sequence[str], features: Sequence[str]
     ) -> list[StoredValues | None]: ...
     async def delete_namespace(self, namespace: str) -> int: ...
-    async def ping(self) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -166,10 +165,6 @@ def encode_entity_key(values: Sequence[Any]) -> str:
         else:
             parts.append(operator.index(value))
     return orjson.dumps(parts).decode()
-
-
-def decode_entity_key(key: str) -> tuple[int | str, ...]:
-    return tuple(orjson.loads(key))
 
 
 def _times(row: OnlineRow) -> tuple[float, float]:
@@ -234,9 +229,6 @@ class MemoryOnlineStore:
 
     async def delete_namespace(self, namespace: str) -> int:
         return len(self._tables.pop(namespace, {}))
-
-    async def ping(self) -> None:
-        return None
 
     async def close(self) -> None:  # the data stays: the store is the process's
         return None
@@ -331,9 +323,6 @@ class RedisOnlineStore:
         if batch:
             deleted += await self._redis.unlink(*batch)
         return deleted
-
-    async def ping(self) -> None:
-        await self._redis.ping()
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -121,16 +121,22 @@ def check_name(name: str) -> None:
         )
 
 
+Named = TypeVar("Named", FeatureEntity, FeatureServiceRecord)
+
+
 class FeatureRegistry:
     """Reads and writes definitions in the caller's transaction (it only flushes)."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
+    async def _named(self, model: type[Named], name: str) -> Named | None:
+        return await self.session.scalar(select(model).where(model.name == name))
+
     # -- entities -------------------------------------------------------------------------
 
     async def entity(self, name: str) -> FeatureEntity:
-        found = await self.session.scalar(select(FeatureEntity).where(FeatureEntity.name == name))
+        found = await self._named(FeatureEntity, name)
         if found is None:
             raise NotFound(f"No entity named {name!r}")
         return found
@@ -144,7 +150,7 @@ class FeatureRegistry:
         clash = [key["name"] for key in keys if key["name"] in RESERVED_COLUMNS]
         if clash:
             raise InvalidFields([(["body", "join_keys"], f"reserved column names: {clash}")])
-        found = await self.session.scalar(select(FeatureEntity).where(FeatureEntity.name == name))
+        found = await self._named(FeatureEntity, name)
         if found is None:
             self.session.add(
                 FeatureEntity(
@@ -287,9 +293,7 @@ class FeatureRegistry:
         keys: list[dict[str, str]] = []
         problems: list[tuple[list[str | int], str]] = []
         for index, entity_name in enumerate(body.entities):
-            found = await self.session.scalar(
-                select(FeatureEntity).where(FeatureEntity.name == entity_name)
-            )
+            found = await self._named(FeatureEntity, entity_name)
             if found is None:
                 problems.append((["body", "entities", index], f"no entity named {entity_name!r}"))
                 continue
@@ -341,9 +345,7 @@ class FeatureRegistry:
         return list((await self.session.scalars(query)).all())
 
     async def service_record(self, name: str) -> FeatureServiceRecord:
-        found = await self.session.scalar(
-            select(FeatureServiceRecord).where(FeatureServiceRecord.name == name)
-        )
+        found = await self._named(FeatureServiceRecord, name)
         if found is None:
             raise NotFound(f"No feature service named {name!r}")
         return found
@@ -352,9 +354,7 @@ class FeatureRegistry:
         check_name(name)
         definition = body.model_dump(mode="json")
         await self._bind(definition, body_errors=True)
-        found = await self.session.scalar(
-            select(FeatureServiceRecord).where(FeatureServiceRecord.name == name)
-        )
+        found = await self._named(FeatureServiceRecord, name)
         if found is None:
             self.session.add(
                 FeatureServiceRecord(name=name, definition=definition, created_by=actor)
@@ -382,8 +382,10 @@ class FeatureRegistry:
         await self.session.flush()
 
     async def resolve_service(self, name: str) -> ResolvedService:
-        record = await self.service_record(name)
-        return ResolvedService(name=name, parts=await self._bind(record.definition))
+        return await self.resolve(await self.service_record(name))
+
+    async def resolve(self, record: FeatureServiceRecord) -> ResolvedService:
+        return ResolvedService(name=record.name, parts=await self._bind(record.definition))
 
     async def _bind(
         self, definition: dict[str, Any], body_errors: bool = False

@@ -92,6 +92,12 @@ class FeatureStore:
         self.stores = stores
         self.registry = FeatureRegistry(session)
 
+    async def view_of(self, view_id: uuid.UUID) -> FeatureViewVersion:
+        """The version a batch or run belongs to (this session already holds it)."""
+        found = await self.session.get(FeatureViewVersion, view_id)
+        assert found is not None  # a batch or run is never without its version
+        return found
+
     # -- ingest -----------------------------------------------------------------------------
 
     async def ingest_rows(
