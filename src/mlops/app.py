@@ -32,6 +32,7 @@ from mlops.observability.health import router as health_router
 from mlops.observability.logging import configure_logging
 from mlops.observability.middleware import ObservabilityMiddleware
 from mlops.pipelines.engine import PipelineEngine
+from mlops.retraining.controller import RetrainingController
 from mlops.security.audit import AuditLog, AuditMiddleware
 from mlops.security.auth import Authenticator
 from mlops.security.ratelimit import RateLimiter
@@ -127,11 +128,21 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
     deployments.runtime.enrich = app.state.online_features.enrich
     feature_schedule = FeatureSchedule(database, feature_stores, settings.feature_schedule_seconds)
     app.state.feature_schedule = feature_schedule
+    retraining = RetrainingController(
+        database,
+        settings,
+        app.state.audit_log,
+        on_training=engine.notify,
+        on_rollout=deployments.notify,
+    )
+    app.state.retraining = retraining
+    alert_evaluator.on_firing = retraining.wake
     await deployments.start()
     await drift_checks.start()
     await alert_evaluator.start()
     await quality_export.start()
     await feature_schedule.start()
+    await retraining.start()
     logger.info(
         "service started",
         extra={
@@ -143,6 +154,7 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await retraining.stop()
         await feature_schedule.stop()
         await quality_export.stop()
         await alert_evaluator.stop()

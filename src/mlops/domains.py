@@ -19,6 +19,7 @@ DOMAINS: tuple[str, ...] = (
     "mlops.deployments",
     "mlops.monitoring",
     "mlops.features",
+    "mlops.retraining",
 )
 
 

@@ -93,9 +93,14 @@ class ElectedLoop:
         self.work = work
         self.name = name
         self.task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=self.name)
+
+    def wake(self) -> None:
+        """Run the next pass now rather than after the interval."""
+        self._wake.set()
 
     async def stop(self) -> None:
         try:
@@ -111,4 +116,7 @@ class ElectedLoop:
                         await self.work()
                     except Exception:
                         logger.exception("%s failed; retrying", self.name)
-            await asyncio.sleep(self.interval_seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval_seconds):
+                    await self._wake.wait()
+            self._wake.clear()

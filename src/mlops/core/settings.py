@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     alert_evaluation_seconds: float = Field(
         default=30.0, ge=1.0, description="How often alert rules are evaluated (one process)."
     )
+    retraining_evaluation_seconds: float = Field(
+        default=30.0,
+        ge=0.5,
+        description="How often one process evaluates retraining triggers and moves retrainings "
+        "along (also at once when a monitoring alert fires).",
+    )
     drift_max_window_rows: int = Field(
         default=200_000,
         ge=100,

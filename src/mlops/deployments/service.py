@@ -134,7 +134,7 @@ class DeploymentService:
             raise Conflict(f"Deployment '{name}' serves model '{deployment.model_name}'")
         version = await self._resolve(body.model)
         live = await self.variants(deployment, live_only=True)
-        primary = _primary(live)
+        primary = primary_variant(live)
         if primary is not None and primary.model_version == version:
             raise Conflict(f"Deployment '{name}' already serves version {version}")
         if body.settings is not None:
@@ -180,7 +180,7 @@ class DeploymentService:
             return deployment
         live = await self.variants(deployment, live_only=True)
         standby = [v for v in live if v.status == VariantStatus.STANDBY]
-        current = _primary(live)
+        current = primary_variant(live)
         if not standby or current is None:
             raise Conflict(f"Deployment '{name}' has nothing to roll back to")
         back = standby[-1]
@@ -443,7 +443,7 @@ class DeploymentService:
             self.decisions.append((deployment.name, kind, reason))
 
 
-def _primary(live: list[DeploymentVariant]) -> DeploymentVariant | None:
+def primary_variant(live: list[DeploymentVariant]) -> DeploymentVariant | None:
     """The variant with the most traffic (the stable one during a rollout)."""
     serving = [v for v in live if v.status == VariantStatus.READY and v.weight > 0]
     return max(serving, key=lambda v: v.weight, default=None)

@@ -149,7 +149,7 @@ class LoadedModel:
         """Load ``models:/name/version`` (in a thread), warm it and start serving it; raises
         ``ModelLoadFailed`` with the reason when it cannot take traffic."""
         started = time.perf_counter()
-        pyfunc, example = await asyncio.to_thread(_open, tracking_uri, name, str(version))
+        pyfunc, example = await asyncio.to_thread(open_version, tracking_uri, name, str(version))
         model = cls(name, str(version), pyfunc, example)
         model.load_seconds = time.perf_counter() - started
         await model.start(
@@ -243,7 +243,7 @@ class LoadedModel:
             return None
 
 
-def _open(tracking_uri: str, name: str, version: str) -> tuple[PyFuncModel, Any]:
+def open_version(tracking_uri: str, name: str, version: str) -> tuple[PyFuncModel, Any]:
     """The model and its input example, from the version's artifacts (blocking)."""
     registry = ServingRegistry(tracking_uri)
     try:

@@ -1,7 +1,9 @@
 """Reading and writing tabular datasets by URI.
 
 Supported: local paths and ``file://`` URIs (``.csv``, ``.parquet``), ``sklearn://NAME`` (the
-datasets bundled with scikit-learn, label column ``target``) and URIs of the artifact store.
+datasets bundled with scikit-learn, label column ``target``), ``features://`` (a feature
+service's training set), ``labelled://`` (a deployment's logged requests with their ground
+truth) and URIs of the artifact store.
 pandas and scikit-learn are imported on first use, so a step that needs neither starts fast.
 """
 
@@ -24,6 +26,7 @@ SCHEMES = (
     "file://",
     "sklearn://",
     "features://",
+    "labelled://",
     "the artifact store's URIs",
 )
 _PARQUET_MAGIC = b"PAR1"
@@ -48,6 +51,10 @@ def load_dataset(uri: str, artifacts: ArtifactStore | None = None) -> pd.DataFra
         from mlops.features.dataset import load_features_dataset
 
         return load_features_dataset(uri)
+    if uri.startswith("labelled://"):
+        from mlops.monitoring.labelled import load_labelled_dataset
+
+        return load_labelled_dataset(uri)
     if uri.startswith("file://"):
         return _load_file(Path(uri[len("file://") :]), uri)
     if "://" in uri:
@@ -132,6 +139,14 @@ def peek_dataset(uri: str, artifacts: ArtifactStore | None = None) -> tuple[list
             raise StepError(str(exc)) from None
         _, rows = peek_dataset(entities, artifacts)
         return [], rows  # the columns depend on the feature service: known when it is read
+    if uri.startswith("labelled://"):
+        from mlops.monitoring.labelled import parse_labelled_uri
+
+        try:
+            parse_labelled_uri(uri)
+        except ValueError as exc:
+            raise StepError(str(exc)) from None
+        return [], None  # the columns and rows depend on the log: known when it is read
     path = (
         Path(uri.removeprefix("file://")) if "://" not in uri or uri.startswith("file://") else None
     )

@@ -103,6 +103,8 @@ class AlertEvaluator:
         self._sending: dict[uuid.UUID, asyncio.Task[None]] = {}  # per rule, its latest notice
         self._gauges: dict[uuid.UUID, tuple[str, str, str]] = {}
         self._settled = False  # deliveries a previous evaluator left "sending", marked
+        # told the deployment's name when one of its alerts starts firing (retraining listens)
+        self.on_firing: Callable[[str], None] | None = None
 
     async def start(self) -> None:
         await self.loop.start()
@@ -155,6 +157,8 @@ class AlertEvaluator:
                 self._set_gauge(rule, state)
                 events += rule_events
                 sending += [self._notify(rule, e) for e in rule_events if e.status in NOTIFYING]
+                if self.on_firing is not None and any(e.status == "firing" for e in rule_events):
+                    self.on_firing(rule.deployment.name)
             except Exception:
                 logger.exception("evaluating an alert rule failed", extra={"rule": rule.row.name})
         self._forget_gauges({rule.row.id for rule in rules})

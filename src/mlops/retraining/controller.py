@@ -1,0 +1,407 @@
+"""The retraining controller: one elected process evaluates every enabled policy's triggers
+and moves each retraining along, periodically and at once when a monitoring alert fires.
+
+Each pass first advances what is in flight (a finished training job gives the challenger, a
+challenger is compared with the champion, a rollout's end is the outcome), then starts a
+retraining for each policy a trigger fires for, unless the policy is in flight, cooling down
+or at its daily maximum. All state is in the database: a restarted controller carries on where
+the last one stopped (a comparison cut short is simply made again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from mlops.core.database import Database
+from mlops.core.errors import Conflict, DomainError
+from mlops.core.leadership import ElectedLoop
+from mlops.core.settings import Settings
+from mlops.deployments.models import Deployment, DeploymentEvent, DeploymentVariant
+from mlops.deployments.schemas import VariantStatus
+from mlops.monitoring.drift_service import DriftService
+from mlops.monitoring.labelled import LabelledQuery, read_labelled
+from mlops.monitoring.models import DriftReference
+from mlops.monitoring.schemas import ReferenceIn
+from mlops.pipelines.models import PipelineRun, StepRun
+from mlops.pipelines.states import RunStatus
+from mlops.retraining.evaluation import EvaluationError, compare_versions
+from mlops.retraining.models import RetrainingEvent, RetrainingPolicy
+from mlops.retraining.schemas import IN_FLIGHT, EventStatus
+from mlops.retraining.service import CONTROLLER, RetrainingService, actor_of, body_of
+from mlops.security.audit import AuditLog, AuditRecord
+from mlops.training.models import TrainingJob
+from mlops.training.registry import Registry
+from mlops.training.service import FINALIZE
+
+logger = logging.getLogger("mlops")
+
+RETRAINING_LOCK = 0x6D6C6F7073_50
+CHALLENGER, CHAMPION, PREVIOUS_CHAMPION = "challenger", "champion", "previous-champion"
+
+
+class RetrainingController:
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings,
+        audit_log: AuditLog,
+        *,
+        on_training: Callable[[uuid.UUID], None] | None = None,
+        on_rollout: Callable[[], None] | None = None,
+    ) -> None:
+        self.database = database
+        self.settings = settings
+        self.audit_log = audit_log
+        self.on_training = on_training  # the pipeline engine: a job was queued
+        self.on_rollout = on_rollout  # the deployment manager: a rollout started
+        self.registry = Registry(settings.effective_mlflow_uri)
+        self.loop = ElectedLoop(
+            database,
+            RETRAINING_LOCK,
+            settings.retraining_evaluation_seconds,
+            self.run_pass,
+            "retraining",
+        )
+
+    async def start(self) -> None:
+        await self.loop.start()
+
+    async def stop(self) -> None:
+        await self.loop.stop()
+
+    def wake(self, deployment: str | None = None) -> None:
+        """Evaluate now rather than at the next interval (an alert fired on ``deployment``,
+        a person triggered or approved a retraining)."""
+        self.loop.wake()
+
+    # ---------------------------------------------------------------- one pass
+
+    async def run_pass(self, now: datetime | None = None) -> None:
+        for event_id in await self._in_flight():
+            try:
+                await self.advance(event_id)
+            except Exception:
+                logger.exception("advancing a retraining failed", extra={"event": str(event_id)})
+        await self.evaluate_policies(now)
+
+    async def _in_flight(self) -> list[uuid.UUID]:
+        async with self.database.sessionmaker() as session:
+            rows = await session.scalars(
+                select(RetrainingEvent.id)
+                .where(RetrainingEvent.status.in_([s.value for s in IN_FLIGHT]))
+                .order_by(RetrainingEvent.created_at)
+            )
+            return list(rows.all())
+
+    async def evaluate_policies(self, now: datetime | None = None) -> list[RetrainingEvent]:
+        """Start a retraining for each enabled policy a trigger fires for."""
+        now = now or datetime.now(UTC)
+        async with self.database.sessionmaker() as session:
+            names = (
+                await session.scalars(
+                    select(RetrainingPolicy.name).where(RetrainingPolicy.enabled.is_(True))
+                )
+            ).all()
+        started: list[RetrainingEvent] = []
+        for name in names:
+            try:
+                event = await self._evaluate(name, now)
+            except Exception:
+                logger.exception("evaluating a retraining policy failed", extra={"policy": name})
+                continue
+            if event is not None:
+                started.append(event)
+        return started
+
+    async def _evaluate(self, name: str, now: datetime) -> RetrainingEvent | None:
+        async with self.database.sessionmaker() as session, session.begin():
+            service = RetrainingService(session, self.settings)
+            policy = await service.get(name)
+            if await service.blocked_by(policy, now) is not None:
+                return None
+            checks = await service.check_triggers(policy, now)
+            fired = next((check for check in checks if check.fired), None)
+            if fired is None:
+                return None
+            if fired.type == "schedule":
+                policy.schedule_state = {**policy.schedule_state, str(fired.index): now.isoformat()}
+            try:
+                event = await service.start(
+                    policy, fired.type, fired.reason, fired.figures, actor_of(policy.name)
+                )
+            except Conflict:  # started by a person meanwhile
+                return None
+        await self._audit(service)
+        self._queued(event)
+        return event
+
+    def _queued(self, event: RetrainingEvent) -> None:
+        if self.on_training is not None and event.pipeline_run_id is not None:
+            self.on_training(event.pipeline_run_id)
+
+    # ---------------------------------------------------------------- moving a retraining
+
+    async def advance(self, event_id: uuid.UUID) -> None:
+        async with self.database.sessionmaker() as session:
+            event = await session.get(RetrainingEvent, event_id)
+            status = event.status if event is not None else None
+        if status == EventStatus.TRAINING:
+            await self._after_training(event_id)
+        elif status == EventStatus.COMPARING:
+            await self._compare(event_id)
+        elif status == EventStatus.ROLLING_OUT:
+            await self._after_rollout(event_id)
+
+    async def _after_training(self, event_id: uuid.UUID) -> None:
+        async with self.database.sessionmaker() as session, session.begin():
+            service = RetrainingService(session, self.settings)
+            event = await service.event(event_id)
+            if event.status != EventStatus.TRAINING:
+                return
+            job = await session.get(TrainingJob, event.training_job_id)
+            run = await session.get(PipelineRun, job.run_id) if job else None
+            if job is None or run is None:
+                await service.finish(event, EventStatus.FAILED, "its training job is gone")
+            elif run.status == RunStatus.SUCCEEDED:
+                final = await session.scalar(
+                    select(StepRun.outputs).where(
+                        StepRun.run_id == run.id, StepRun.name == FINALIZE
+                    )
+                )
+                version = str((final or {}).get("model_version") or "")
+                if not version:
+                    reason = "the training job registered no model version"
+                    await service.finish(event, EventStatus.FAILED, reason)
+                else:
+                    await self._challenger(service, event, version, final or {})
+            elif run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+                reason = f"the training job {run.status}: {run.error or 'no reason recorded'}"
+                await service.finish(event, EventStatus.FAILED, reason)
+        await self._audit(service)
+
+    async def _challenger(
+        self,
+        service: RetrainingService,
+        event: RetrainingEvent,
+        version: str,
+        final: dict[str, Any],
+    ) -> None:
+        await run_in_threadpool(self.registry.set_alias, event.model_name, CHALLENGER, version)
+        event.challenger_version, event.status = version, EventStatus.COMPARING.value
+        await service.link(
+            event,
+            "model_version",
+            actor_of(event.policy_name),
+            f"version {version} of {event.model_name}, alias '{CHALLENGER}'",
+            ref=f"models:/{event.model_name}/{version}",
+            detail={"best_value": final.get("best_value"), "best_params": final.get("best_params")},
+        )
+
+    async def _compare(self, event_id: uuid.UUID) -> None:
+        async with self.database.sessionmaker() as session:
+            event = await session.get(RetrainingEvent, event_id)
+            policy = await session.get(RetrainingPolicy, event.policy_id) if event else None
+            if event is None or event.status != EventStatus.COMPARING:
+                return
+            if policy is None:
+                holdout, body = None, None
+            else:
+                body = body_of(policy)
+                holdout = await self._holdout(session, event, body)
+        if body is None or holdout is None:
+            await self._fail(event_id, "its policy was deleted before the comparison")
+            return
+        label = body.comparison.holdout.label_column or body.training.target
+        try:
+            report = await asyncio.to_thread(
+                compare_versions,
+                self.settings.effective_mlflow_uri,
+                event.model_name,
+                str(event.champion_version),
+                str(event.challenger_version),
+                holdout,
+                label,
+                body.comparison,
+                body.training.task.value,
+            )
+        except EvaluationError as exc:
+            await self._fail(event_id, f"the comparison failed: {exc}")
+            return
+        report["holdout"] = {
+            "source": body.comparison.holdout.source,
+            **{k: str(v) for k, v in holdout.attrs.get("mlops.labelled", {}).items()},
+        }
+        await self._decide(event_id, report, body.promotion.mode)
+
+    async def _holdout(self, session: Any, event: RetrainingEvent, body: Any) -> Any:
+        holdout = body.comparison.holdout
+        if holdout.source == "dataset":
+            from mlops.steps.datasets import load_dataset
+
+            return await asyncio.to_thread(load_dataset, holdout.dataset)
+        query = LabelledQuery(
+            deployment=event.deployment,
+            since=event.data_since,
+            until=event.data_until,
+            part="holdout",
+            holdout_share=holdout.share,
+            target=holdout.label_column or body.training.target,
+        )
+        return await read_labelled(session, query)
+
+    async def _decide(self, event_id: uuid.UUID, report: dict[str, Any], mode: str) -> None:
+        rolled_out = False
+        async with self.database.sessionmaker() as session, session.begin():
+            service = RetrainingService(session, self.settings)
+            event = await service.event(event_id)
+            if event.status != EventStatus.COMPARING:
+                return
+            event.comparison = report
+            await service.link(
+                event,
+                "comparison",
+                CONTROLLER,
+                f"{report['decision']}: {report['reason']}",
+                detail={
+                    key: report.get(key)
+                    for key in ("metric", "test", "rows", "improvement", "significant", "decision")
+                },
+            )
+            if report["decision"] != "challenger_better":
+                reason = f"kept the champion: {report['reason']}"
+                await service.finish(event, EventStatus.KEPT_CHAMPION, reason)
+            elif mode == "approval":
+                event.status = EventStatus.AWAITING_APPROVAL.value
+            else:
+                try:
+                    async with session.begin_nested():
+                        await service.roll_out(event, actor_of(event.policy_name))
+                    rolled_out = True
+                except DomainError as exc:
+                    reason = f"the challenger could not be rolled out: {exc}"
+                    await service.finish(event, EventStatus.FAILED, reason)
+        await self._audit(service)
+        if rolled_out and self.on_rollout is not None:
+            self.on_rollout()
+
+    async def _after_rollout(self, event_id: uuid.UUID) -> None:
+        async with self.database.sessionmaker() as session, session.begin():
+            service = RetrainingService(session, self.settings)
+            event = await service.event(event_id)
+            if event.status != EventStatus.ROLLING_OUT:
+                return
+            deployment = await session.scalar(
+                select(Deployment).where(Deployment.name == event.deployment)
+            )
+            variant = (
+                await session.scalar(
+                    select(DeploymentVariant).where(
+                        DeploymentVariant.deployment_id == deployment.id,
+                        DeploymentVariant.name == event.rollout_variant,
+                    )
+                )
+                if deployment is not None
+                else None
+            )
+            if deployment is None or variant is None:
+                await service.finish(event, EventStatus.FAILED, "the deployment is gone")
+            elif variant.status in (VariantStatus.RETIRED, VariantStatus.FAILED):
+                why = await _last_rollback_reason(session, deployment)
+                await service.finish(
+                    event, EventStatus.ROLLED_BACK, f"the rollout was rolled back: {why}"
+                )
+            elif deployment.rollout is None and variant.weight >= 100.0:
+                await self._promote(service, session, event, deployment)
+        await self._audit(service)
+
+    async def _promote(
+        self,
+        service: RetrainingService,
+        session: Any,
+        event: RetrainingEvent,
+        deployment: Deployment,
+    ) -> None:
+        model, version = event.model_name, str(event.challenger_version)
+        previous = await run_in_threadpool(self.registry.model, model)
+        before = previous.aliases.get(CHAMPION) or event.champion_version
+        if before and before != version:
+            await run_in_threadpool(self.registry.set_alias, model, PREVIOUS_CHAMPION, before)
+        await run_in_threadpool(self.registry.set_alias, model, CHAMPION, version)
+        note = await self._new_drift_reference(session, event, deployment)
+        reason = (
+            f"version {version} is the champion ('{CHAMPION}' moved from {before}; "
+            f"'{PREVIOUS_CHAMPION}' keeps {before} for a rollback){note}"
+        )
+        await service.finish(event, EventStatus.PROMOTED, reason)
+
+    async def _new_drift_reference(
+        self, session: Any, event: RetrainingEvent, deployment: Deployment
+    ) -> str:
+        """The new champion learned the data window: drift is measured against it from now on
+        (else the old reference keeps reporting the drift this retraining answered)."""
+        current = await session.scalar(
+            select(DriftReference)
+            .where(DriftReference.deployment_id == deployment.id)
+            .order_by(DriftReference.created_at.desc())
+            .limit(1)
+        )
+        if current is None:
+            return ""
+        body = ReferenceIn.model_validate(
+            {
+                "source": {"window": {"since": event.data_since, "until": event.data_until}},
+                "settings": current.settings,
+            }
+        )
+        try:
+            async with session.begin_nested():
+                await DriftService(session, self.settings.drift_max_window_rows).set_reference(
+                    deployment, body, actor_of(event.policy_name)
+                )
+        except DomainError as exc:
+            return f"; the drift reference stays: {exc}"
+        return "; drift is now measured against the data window it learned"
+
+    async def _fail(self, event_id: uuid.UUID, reason: str) -> None:
+        async with self.database.sessionmaker() as session, session.begin():
+            service = RetrainingService(session, self.settings)
+            event = await service.event(event_id)
+            if event.status in (s.value for s in IN_FLIGHT):
+                await service.finish(event, EventStatus.FAILED, reason)
+        await self._audit(service)
+
+    async def _audit(self, service: RetrainingService) -> None:
+        """The controller's decisions, committed, into the audit log beside people's requests."""
+        for action, event, reason in service.decisions:
+            await self.audit_log.append(
+                AuditRecord(
+                    principal=CONTROLLER,
+                    action=action,
+                    resource=f"/api/v1/retraining/events/{event.id}",
+                    outcome="success",
+                    status_code=200,
+                    details={"policy": event.policy_name, "reason": reason[:1000]},
+                )
+            )
+        service.decisions.clear()
+
+
+async def _last_rollback_reason(session: Any, deployment: Deployment) -> str:
+    reason = await session.scalar(
+        select(DeploymentEvent.reason)
+        .where(
+            DeploymentEvent.deployment_id == deployment.id,
+            DeploymentEvent.kind.in_(("rolled_back", "variant_failed")),
+        )
+        .order_by(DeploymentEvent.created_at.desc())
+        .limit(1)
+    )
+    return str(reason or "no reason recorded")
