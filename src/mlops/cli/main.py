@@ -13,6 +13,7 @@ from mlops.cli.deployments import deploy
 from mlops.cli.features import features_app
 from mlops.cli.monitoring import monitoring_app
 from mlops.cli.pipelines import pipelines_app, runs_app
+from mlops.cli.retraining import retraining_app
 from mlops.cli.training import models_app, training_app
 from mlops.security.credentials import MIN_PASSWORD_LENGTH
 from mlops.security.permissions import Role
@@ -35,6 +36,7 @@ app.add_typer(training_app, name="training")
 app.add_typer(models_app, name="models")
 app.add_typer(monitoring_app, name="monitoring")
 app.add_typer(features_app, name="features")
+app.add_typer(retraining_app, name="retraining")
 app.command("deploy")(deploy)
 
 

@@ -160,7 +160,7 @@ def _correct(truth: np.ndarray, predictions: np.ndarray) -> list[bool]:
 
 def _metrics(truth: np.ndarray, predictions: np.ndarray, task: Task) -> dict[str, float | None]:
     try:
-        return score(list(truth), list(predictions), task).metrics
+        return score(truth.tolist(), predictions.tolist(), task).metrics
     except QualityError:
         return {}
 

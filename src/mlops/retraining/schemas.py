@@ -374,7 +374,7 @@ class LinkOut(BaseModel):
 
 
 class EventSummary(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(from_attributes=True, validate_by_name=True)
 
     id: uuid.UUID
     policy: str = Field(validation_alias="policy_name")

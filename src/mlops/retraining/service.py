@@ -12,17 +12,19 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
 from mlops.core.database import as_utc
-from mlops.core.errors import Conflict, DomainError, InvalidInput, NotFound
+from mlops.core.errors import Conflict, DomainError, InvalidFields, InvalidInput, NotFound
 from mlops.core.settings import Settings
 from mlops.deployments.models import Deployment
 from mlops.deployments.schemas import DeploymentUpdate, ModelRef
 from mlops.deployments.service import DeploymentService, primary_variant
+from mlops.deployments.serving import resolve_version
 from mlops.features.models import FeatureViewVersion
 from mlops.monitoring.labelled import LabelledQuery, labelled_uri
 from mlops.retraining.metrics import record_outcome
@@ -116,7 +118,12 @@ class RetrainingService:
     async def update(self, name: str, patch: PolicyPatch) -> RetrainingPolicy:
         policy = await self.get(name)
         changes = patch.model_dump(exclude_unset=True, exclude={"enabled"})
-        merged = PolicyBody.model_validate({**policy.definition, **changes})
+        try:
+            merged = PolicyBody.model_validate({**policy.definition, **changes})
+        except ValidationError as exc:  # the merged policy breaks a rule: a 422, not a 500
+            raise InvalidFields(
+                [(("body", *error["loc"]), error["msg"]) for error in exc.errors()]
+            ) from None
         await self._check(merged)
         if "triggers" in changes:
             policy.schedule_state = {"origin": datetime.now(UTC).isoformat()}
@@ -270,7 +277,10 @@ class RetrainingService:
         if version is None:
             return None
         registry = Registry(self.settings.effective_mlflow_uri)
-        tags = (await run_in_threadpool(registry.version, model, version)).tags
+        try:
+            tags = (await run_in_threadpool(registry.version, model, version)).tags
+        except NotFound:  # not in this registry: nothing recorded (the other triggers still count)
+            return None
         recorded, value = tags.get(TAG_METRIC), tags.get(TAG_METRIC_VALUE)
         if recorded is None or value is None:
             return None
@@ -435,7 +445,12 @@ class RetrainingService:
             strategy=promotion.strategy if promotion else None,
             settings=promotion.settings if promotion else None,
         )
-        deployment = await DeploymentService(self.session).roll_out(event.deployment, update, actor)
+        tracking_uri = self.settings.effective_mlflow_uri
+        deployments = DeploymentService(
+            self.session,
+            lambda name, version, alias: resolve_version(tracking_uri, name, version, alias),
+        )
+        deployment = await deployments.roll_out(event.deployment, update, actor)
         rollout = deployment.rollout or {}
         event.rollout_variant = rollout.get("variant")
         event.status = EventStatus.ROLLING_OUT.value
@@ -507,4 +522,7 @@ class RetrainingService:
 
 
 def _definition(body: PolicyBody) -> dict[str, Any]:
-    return PolicyBody.model_validate(body.model_dump()).model_dump(mode="json")
+    """The stored definition: the body's own fields (a PolicyIn's name, deployment and enabled
+    are columns of their own)."""
+    own = body.model_dump(include=set(PolicyBody.model_fields))
+    return PolicyBody.model_validate(own).model_dump(mode="json")
