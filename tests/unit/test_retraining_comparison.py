@@ -1,5 +1,5 @@
-"""Champion against challenger: McNemar's test and the paired bootstrap against known values
-and SciPy, and the decision rule."""
+"""Champion against challenger: McNemar's test against known values and statsmodels, the paired
+bootstrap against SciPy, and the decision rule."""
 
 from __future__ import annotations
 
@@ -35,6 +35,24 @@ def test_mcnemar_uses_the_corrected_chi_square_on_many() -> None:
     assert result.statistic == pytest.approx(20.6722222)
     assert result.p_value == pytest.approx(5.4500948e-06, rel=1e-6)
     assert result.accuracy_difference < 0  # the champion is the better one here
+
+
+@pytest.mark.parametrize(
+    "table",
+    [(40, 2, 9, 5), (120, 0, 6, 30), (60, 12, 12, 8), (101, 121, 59, 33), (300, 20, 45, 35)],
+)
+def test_mcnemar_matches_statsmodels(table: tuple[int, int, int, int]) -> None:
+    from statsmodels.stats.contingency_tables import mcnemar as reference
+
+    both, champion_only, challenger_only, neither = table
+    ours = mcnemar(*pairs(*table))
+    # rows: champion right / wrong; columns: challenger right / wrong
+    contingency = [[both, champion_only], [challenger_only, neither]]
+    theirs = reference(contingency, exact=ours.exact, correction=True)
+    assert ours.p_value == pytest.approx(float(theirs.pvalue), rel=1e-9)
+    if not ours.exact:
+        assert ours.statistic == pytest.approx(float(theirs.statistic), rel=1e-9)
+    assert ours.exact == (champion_only + challenger_only < 25)
 
 
 def test_mcnemar_without_disagreement_and_on_mismatched_rows() -> None:
