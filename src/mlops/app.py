@@ -129,11 +129,7 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
     feature_schedule = FeatureSchedule(database, feature_stores, settings.feature_schedule_seconds)
     app.state.feature_schedule = feature_schedule
     retraining = RetrainingController(
-        database,
-        settings,
-        app.state.audit_log,
-        on_training=engine.notify,
-        on_rollout=deployments.notify,
+        database, settings, app.state.audit_log, engine=engine, deployments=deployments
     )
     app.state.retraining = retraining
     alert_evaluator.on_firing = retraining.wake

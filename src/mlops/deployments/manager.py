@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +43,7 @@ logger = logging.getLogger("mlops.deployments")
 TICK_SECONDS = 0.5
 UNLOAD_GRACE_SECONDS = 2.0
 DEPLOYMENTS_LOCK = 0x6D6C6F7073_20
+ROLLOUT_ENDINGS = ("promoted", "rolled_back", "variant_failed")  # the controller's decisions
 
 
 class DeploymentManager:
@@ -59,6 +60,8 @@ class DeploymentManager:
         self.imports: asyncio.Task[None] | None = None
         self.failed_here: dict[tuple[str, str], str] = {}  # models this process cannot load
         self.unloading: dict[tuple[str, str], float] = {}  # models to close, and when
+        # told the deployment's name once a rollout it drove has ended (retraining listens)
+        self.on_rollout_ended: Callable[[str], None] | None = None
 
     async def start(self) -> None:
         async with self.database.sessionmaker() as session:
@@ -256,6 +259,8 @@ class DeploymentManager:
     async def _audit(self, service: DeploymentService) -> None:
         """The controller's decisions, committed, into the audit log beside people's requests."""
         for name, kind, reason in service.decisions:
+            if kind in ROLLOUT_ENDINGS and self.on_rollout_ended is not None:
+                self.on_rollout_ended(name)
             await self.audit_log.append(
                 AuditRecord(
                     principal=CONTROLLER,

@@ -72,7 +72,7 @@ class PipelineEngine:
         self.waiting: dict[uuid.UUID, datetime] = {}
         self.leadership = Leadership(database)
         self.artifact_root = settings.effective_artifact_root
-        self.finish_hooks: dict[str, RunFinished] = {}
+        self.finish_hooks: dict[str, list[RunFinished]] = {}
         self.hook_tasks: set[asyncio.Task[None]] = set()
         self.remote = RemoteRuns(database, settings, self._run_finished)
         # A whole-run backend polled more often than a full scan gets scans that often.
@@ -80,16 +80,14 @@ class PipelineEngine:
 
     def on_run_finished(self, pipeline_name: str, hook: RunFinished) -> None:
         """Call ``hook(run_id, status)`` when a run of ``pipeline_name`` ends (again for each
-        notification of a cancelled run: hooks must be idempotent)."""
-        self.finish_hooks[pipeline_name] = hook
+        notification of a cancelled run: hooks must be idempotent). Hooks add up."""
+        self.finish_hooks.setdefault(pipeline_name, []).append(hook)
 
     def _run_finished(self, pipeline_name: str, run_id: uuid.UUID, status: str) -> None:
-        hook = self.finish_hooks.get(pipeline_name)
-        if hook is None:
-            return
-        task = asyncio.create_task(self._call_hook(hook, run_id, status))
-        self.hook_tasks.add(task)
-        task.add_done_callback(self.hook_tasks.discard)
+        for hook in self.finish_hooks.get(pipeline_name, []):
+            task = asyncio.create_task(self._call_hook(hook, run_id, status))
+            self.hook_tasks.add(task)
+            task.add_done_callback(self.hook_tasks.discard)
 
     @staticmethod
     async def _call_hook(hook: RunFinished, run_id: uuid.UUID, status: str) -> None:

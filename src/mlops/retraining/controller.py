@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,12 +23,14 @@ from mlops.core.database import Database
 from mlops.core.errors import Conflict, DomainError
 from mlops.core.leadership import ElectedLoop
 from mlops.core.settings import Settings
+from mlops.deployments.manager import DeploymentManager
 from mlops.deployments.models import Deployment, DeploymentEvent, DeploymentVariant
 from mlops.deployments.schemas import VariantStatus
 from mlops.monitoring.drift_service import DriftService
 from mlops.monitoring.labelled import LabelledQuery, read_labelled
 from mlops.monitoring.models import DriftReference
 from mlops.monitoring.schemas import ReferenceIn
+from mlops.pipelines.engine import PipelineEngine
 from mlops.pipelines.models import PipelineRun, StepRun
 from mlops.pipelines.states import RunStatus
 from mlops.retraining.evaluation import EvaluationError, compare_versions
@@ -39,7 +40,7 @@ from mlops.retraining.service import CONTROLLER, RetrainingService, actor_of, bo
 from mlops.security.audit import AuditLog, AuditRecord
 from mlops.training.models import TrainingJob
 from mlops.training.registry import Registry
-from mlops.training.service import FINALIZE
+from mlops.training.service import FINALIZE, SYSTEM_PIPELINE
 
 logger = logging.getLogger("mlops")
 
@@ -53,15 +54,16 @@ class RetrainingController:
         database: Database,
         settings: Settings,
         audit_log: AuditLog,
-        *,
-        on_training: Callable[[uuid.UUID], None] | None = None,
-        on_rollout: Callable[[], None] | None = None,
+        engine: PipelineEngine,
+        deployments: DeploymentManager,
     ) -> None:
         self.database = database
         self.settings = settings
         self.audit_log = audit_log
-        self.on_training = on_training  # the pipeline engine: a job was queued
-        self.on_rollout = on_rollout  # the deployment manager: a rollout started
+        self.engine = engine  # told of each queued job; tells when a job ends
+        self.deployments = deployments  # told of each rollout started; tells when one ends
+        engine.on_run_finished(SYSTEM_PIPELINE, self._job_finished)
+        deployments.on_rollout_ended = self.wake
         self.registry = Registry(settings.effective_mlflow_uri)
         self.loop = ElectedLoop(
             database,
@@ -144,8 +146,11 @@ class RetrainingController:
         return event
 
     def _queued(self, event: RetrainingEvent) -> None:
-        if self.on_training is not None and event.pipeline_run_id is not None:
-            self.on_training(event.pipeline_run_id)
+        if event.pipeline_run_id is not None:
+            self.engine.notify(event.pipeline_run_id)
+
+    async def _job_finished(self, run_id: uuid.UUID, status: str) -> None:
+        self.wake()
 
     # ---------------------------------------------------------------- moving a retraining
 
@@ -289,8 +294,8 @@ class RetrainingController:
                     reason = f"the challenger could not be rolled out: {exc}"
                     await service.finish(event, EventStatus.FAILED, reason)
         await self._audit(service)
-        if rolled_out and self.on_rollout is not None:
-            self.on_rollout()
+        if rolled_out:
+            self.deployments.notify()
 
     async def _after_rollout(self, event_id: uuid.UUID) -> None:
         async with self.database.sessionmaker() as session, session.begin():
