@@ -127,6 +127,17 @@ class DriftTrigger(BaseModel):
         default=24, gt=0, description="An older report is not news: it does not fire."
     )
 
+    @model_validator(mode="after")
+    def _one_rule(self) -> DriftTrigger:
+        given = [
+            name
+            for name in ("features", "min_drifted_features", "min_drifted_share")
+            if getattr(self, name) is not None
+        ]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of {', '.join(given)} (one rule per trigger)")
+        return self
+
     @property
     def rule(self) -> str:
         if self.features:

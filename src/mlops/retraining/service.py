@@ -232,6 +232,14 @@ class RetrainingService:
         running = await self.in_flight(policy)
         if running is not None:
             return f"retraining {running.id} is in flight ({running.status})"
+        deployment = await self.session.scalar(
+            select(Deployment).where(Deployment.name == policy.deployment)
+        )
+        if deployment is None:
+            return f"the deployment '{policy.deployment}' no longer exists"
+        live = await DeploymentService(self.session).variants(deployment, live_only=True)
+        if primary_variant(live) is None:
+            return f"the deployment '{policy.deployment}' serves no model to challenge"
         body = body_of(policy)
         last = await self.last_started(policy)
         if last is not None and now < last + timedelta(minutes=body.cooldown_minutes):
@@ -247,9 +255,16 @@ class RetrainingService:
         """Each trigger's verdict now, in the policy's order."""
         body = body_of(policy)
         deployment = await self._deployment(policy.deployment)
-        since = await self.last_started(policy) or as_utc(policy.created_at)
+        last = await self.last_started(policy)
+        since = last or as_utc(policy.created_at)
         state = policy.schedule_state or {}
-        origin = as_utc(datetime.fromisoformat(state["origin"])) if "origin" in state else since
+        # a schedule counts its slots from the policy (or its triggers' last change) and from
+        # its own last firing; other retrainings do not move it (the cooldown debounces them)
+        origin = (
+            as_utc(datetime.fromisoformat(state["origin"]))
+            if "origin" in state
+            else as_utc(policy.created_at)
+        )
 
         def schedule_origin(index: int) -> datetime:
             fired = state.get(str(index))
@@ -263,6 +278,8 @@ class RetrainingService:
             deployment=deployment,
             now=now,
             since=since,
+            since_what="the last retraining" if last else "the policy",
+            champion_since=as_utc(champion.created_at) if champion else None,
             schedule_origin=schedule_origin,
             baseline=lambda metric: self._baseline(
                 deployment.model_name, champion.model_version if champion else None, metric

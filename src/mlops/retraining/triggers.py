@@ -40,6 +40,8 @@ class Context:
     deployment: Deployment
     now: datetime
     since: datetime  # the policy's last retraining started then (or it was created)
+    since_what: str  # "the last retraining" or "the policy"
+    champion_since: datetime | None  # when the champion's variant was deployed
     schedule_origin: Callable[[int], datetime]  # when trigger N last fired, or its origin
     baseline: Baseline
 
@@ -63,7 +65,10 @@ def _worse(metric: str, value: float, limit: float) -> bool:
 
 
 async def _performance(trigger: PerformanceTrigger, index: int, context: Context) -> TriggerCheck:
+    # the champion's own quality: the window starts no earlier than its deployment
     since = context.now - timedelta(hours=trigger.window_hours)
+    if context.champion_since is not None:
+        since = max(since, context.champion_since)
     quality = await MonitoringService(context.session).quality(
         context.deployment, since, context.now
     )
@@ -118,7 +123,7 @@ async def _drift(trigger: DriftTrigger, index: int, context: Context) -> Trigger
         "dataset_drift": record.dataset_drift,
     }
     if made <= context.since:
-        reason = "the newest drift report predates the last retraining"
+        reason = f"the newest drift report predates {context.since_what}"
         return _result(trigger.type, index, False, reason, figures)
     if made < context.now - timedelta(hours=trigger.max_report_age_hours):
         reason = f"the newest drift report is older than {trigger.max_report_age_hours:g} h"
