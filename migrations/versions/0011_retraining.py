@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("trigger", sa.String(length=32), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("actor", sa.String(length=120), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=200), nullable=True),
         sa.Column("training_job_id", sa.Uuid(), nullable=True),
         sa.Column("pipeline_run_id", sa.Uuid(), nullable=True),
         sa.Column("champion_version", sa.String(length=32), nullable=True),
@@ -75,6 +76,7 @@ def upgrade() -> None:
             ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_retraining_events")),
+        sa.UniqueConstraint("actor", "idempotency_key", name=op.f("uq_retraining_events_actor")),
     )
     with op.batch_alter_table("retraining_events", schema=None) as batch_op:
         batch_op.create_index(

@@ -368,11 +368,20 @@ async def test_a_manual_trigger_and_the_history(app: FastAPI, client: httpx.Asyn
     [check] = dry_run.json()["checks"]
     assert check["type"] == "schedule" and check["fired"] is False and check["index"] == 0
 
+    keyed = {**ADMIN, "Idempotency-Key": "ci-run-42"}
     triggered = await client.post(
-        f"{POLICIES}/bc-guard/trigger", json={"reason": "labels audited"}, headers=ADMIN
+        f"{POLICIES}/bc-guard/trigger", json={"reason": "labels audited"}, headers=keyed
     )
     assert triggered.status_code == 202, triggered.text
     event = triggered.json()
+    # a CI job's retry with the same key gets the same retraining, not a 409 or a second one
+    retried = await client.post(
+        f"{POLICIES}/bc-guard/trigger", json={"reason": "labels audited"}, headers=keyed
+    )
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["id"] == event["id"]
+    elsewhere = await client.post(f"{POLICIES}/idle-guard/trigger", headers=keyed)
+    assert "started a retraining of 'bc-guard'" in problem(elsewhere, 409)["detail"]
     assert event["policy"] == "bc-guard" and event["deployment"] == "bc"
     assert event["model_name"] == "bc-model" and event["champion_version"] == "1"
     assert event["trigger"] == "manual" and event["reason"] == "labels audited"

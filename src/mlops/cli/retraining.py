@@ -40,11 +40,16 @@ def trigger(
         ),
     ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait at most with --wait.")] = 3600,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(help="A CI job's retry with the same key follows the same retraining."),
+    ] = None,
 ) -> None:
     """Start a retraining of POLICY now (a manual trigger)."""
     client = ApiClient()
     path = f"/api/v1/retraining/policies/{quote(policy, safe='')}/trigger"
-    event = client.request("POST", path, json={"reason": reason})
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    event = client.request("POST", path, json={"reason": reason}, headers=headers)
     typer.echo(f"retraining {event['id']} of {policy} started ({event['status']})")
     if not wait:
         return

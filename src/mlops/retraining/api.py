@@ -7,7 +7,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response, status
+from fastapi import (
+    APIRouter,
+    BackgroundTasks,
+    Depends,
+    Header,
+    Query,
+    Request,
+    Response,
+    status,
+)
 
 from mlops.core.database import SessionDep
 from mlops.core.pagination import Page, PageDep, paginate, paginate_as
@@ -161,21 +170,33 @@ async def evaluate_policy(name: str, _: Read, service: ServiceDep) -> Evaluation
     response_model=EventOut,
     responses={
         **NO_POLICY,
-        409: {"description": "A retraining of the policy is in flight; the deployment is gone"},
+        200: {"description": "The retraining this Idempotency-Key already started"},
+        409: {
+            "description": "A retraining of the policy is in flight; the deployment serves "
+            "nothing; the Idempotency-Key started another policy's retraining"
+        },
     },
 )
 async def trigger_policy(
     name: str,
     request: Request,
+    response: Response,
     tasks: BackgroundTasks,
     principal: Write,
     service: ServiceDep,
     body: ManualTrigger | None = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=200, description="Retries with the same key get the same retraining."),
+    ] = None,
 ) -> EventOut:
     policy = await service.get(name)
     reason = (body.reason if body else "") or f"triggered by {principal.name}"
-    event = await service.start(policy, "manual", reason, {}, principal.name)
-    tasks.add_task(_started, request, event)
+    event, created = await service.trigger(policy, principal.name, reason, idempotency_key)
+    if created:
+        tasks.add_task(_started, request, event)
+    else:
+        response.status_code = status.HTTP_200_OK
     return await _event_out(service, event)
 
 

@@ -8,7 +8,18 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mlops.core.database import Base, UTCDateTime, utcnow
@@ -38,7 +49,10 @@ class RetrainingEvent(Base):
     then null)."""
 
     __tablename__ = "retraining_events"
-    __table_args__ = (Index("ix_retraining_events_policy_time", "policy_name", "created_at"),)
+    __table_args__ = (
+        Index("ix_retraining_events_policy_time", "policy_name", "created_at"),
+        UniqueConstraint("actor", "idempotency_key"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     policy_id: Mapped[uuid.UUID | None] = mapped_column(
@@ -51,6 +65,7 @@ class RetrainingEvent(Base):
     trigger: Mapped[str] = mapped_column(String(32), index=True)
     reason: Mapped[str] = mapped_column(Text)  # why the trigger fired
     actor: Mapped[str] = mapped_column(String(120))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     training_job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     pipeline_run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     champion_version: Mapped[str | None] = mapped_column(String(32), nullable=True)

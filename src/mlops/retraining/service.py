@@ -321,6 +321,26 @@ class RetrainingService:
 
     # ---------------------------------------------------------------- starting
 
+    async def trigger(
+        self, policy: RetrainingPolicy, actor: str, reason: str, idempotency_key: str | None
+    ) -> tuple[RetrainingEvent, bool]:
+        """A manual trigger; with an Idempotency-Key already used, that retraining instead."""
+        if idempotency_key:
+            existing = await self.session.scalar(
+                select(RetrainingEvent).where(
+                    RetrainingEvent.actor == actor,
+                    RetrainingEvent.idempotency_key == idempotency_key,
+                )
+            )
+            if existing is not None:
+                if existing.policy_name != policy.name:
+                    raise Conflict(
+                        f"This Idempotency-Key started a retraining of '{existing.policy_name}'"
+                    )
+                return existing, False
+        event = await self.start(policy, "manual", reason, {}, actor, idempotency_key)
+        return event, True
+
     async def start(
         self,
         policy: RetrainingPolicy,
@@ -328,6 +348,7 @@ class RetrainingService:
         reason: str,
         figures: dict[str, Any],
         actor: str,
+        idempotency_key: str | None = None,
     ) -> RetrainingEvent:
         """A new retraining: the trigger, then the training job (a pipeline run) it submits.
         Conflict when one is in flight; a job that cannot be submitted fails the event."""
@@ -358,6 +379,7 @@ class RetrainingService:
             trigger=trigger,
             reason=reason,
             actor=actor,
+            idempotency_key=idempotency_key,
             champion_version=champion.model_version,
             data_since=now - timedelta(hours=body.data_window_hours),
             data_until=now,
@@ -365,6 +387,10 @@ class RetrainingService:
             updated_at=now,
         )
         self.session.add(event)
+        try:
+            await self.session.flush()
+        except IntegrityError as exc:
+            raise Conflict("This Idempotency-Key is being used by a concurrent request") from exc
         await self.link(event, "trigger", actor, f"{trigger}: {reason}", detail=figures)
         spec = self._job_spec(event, body)
         try:
