@@ -19,9 +19,9 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from mlops.core.settings import Settings
-from mlops.deployments.models import Deployment, DeploymentVariant
 from mlops.retraining.models import RetrainingEvent
 from tests.conftest import ADMIN, create_key
+from tests.integration.test_retraining_triggers import add_deployment
 
 RETRAINING = "/api/v1/retraining"
 POLICIES = f"{RETRAINING}/policies"
@@ -34,33 +34,6 @@ def settings(settings_factory: Any) -> Settings:
     """The app's retraining loop idle: nothing starts unless a test triggers it."""
     made: Settings = settings_factory(retraining_evaluation_seconds=3600)
     return made
-
-
-async def add_deployment(app: FastAPI, name: str, *, serving: bool = True) -> None:
-    """A deployment row; ``serving``: with a live variant (version 1) to challenge."""
-    deployment = Deployment(
-        name=name,
-        model_name=f"{name}-model",
-        strategy="direct",
-        settings={},
-        state="ready",
-        created_by="tests",
-    )
-    async with app.state.database.sessionmaker() as session, session.begin():
-        session.add(deployment)
-        await session.flush()
-        if serving:
-            session.add(
-                DeploymentVariant(
-                    deployment_id=deployment.id,
-                    name="v1",
-                    model_name=f"{name}-model",
-                    model_version="1",
-                    requested_as="1",
-                    weight=100.0,
-                    status="ready",
-                )
-            )
 
 
 def policy(name: str = "bc-guard", **fields: Any) -> dict[str, Any]:

@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 
-from mlops.deployments.models import Deployment, DeploymentVariant
 from tests.conftest import ADMIN, client_for, running_app
 from tests.integration.test_alerts import add_drift_report
+from tests.integration.test_retraining_triggers import add_deployment
 from tests.retraining_scenario import rows, write_training_csv
 
 RETRAINING = "/api/v1/retraining"
@@ -173,28 +173,7 @@ async def test_a_challenger_waits_for_approval_and_a_rejection_keeps_the_champio
 async def test_an_alert_firing_wakes_the_controller(settings_factory: Any) -> None:
     settings = settings_factory(retraining_evaluation_seconds=3600, alert_evaluation_seconds=3600)
     async with running_app(settings) as app, client_for(app, **ADMIN) as client:
-        deployment = Deployment(
-            name="bc",
-            model_name="bc-model",
-            strategy="direct",
-            settings={},
-            state="ready",
-            created_by="tests",
-        )
-        async with app.state.database.sessionmaker() as session, session.begin():
-            session.add(deployment)
-            await session.flush()
-            session.add(
-                DeploymentVariant(
-                    deployment_id=deployment.id,
-                    name="v1",
-                    model_name="bc-model",
-                    model_version="1",
-                    requested_as="1",
-                    weight=100.0,
-                    status="ready",
-                )
-            )
+        deployment_id = await add_deployment(app)
         policy = {
             "name": "bc-guard",
             "deployment": "bc",
@@ -202,7 +181,7 @@ async def test_an_alert_firing_wakes_the_controller(settings_factory: Any) -> No
             "triggers": [{"type": "data_drift", "min_drifted_features": 1}],
         }
         await ok(client.post(f"{RETRAINING}/policies", json=policy), 201)
-        await add_drift_report(app, deployment.id, psi=0.4)
+        await add_drift_report(app, deployment_id, psi=0.4)
         rule = {
             "name": "bc-drift",
             "deployment": "bc",

@@ -13,7 +13,6 @@ test marks it finished, because only the controller's pass (not run here) moves 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,17 +21,18 @@ import httpx
 import mlflow
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from mlops.core.settings import Settings
 from mlops.deployments.models import Deployment, DeploymentVariant
 from mlops.deployments.runtime import ServedPrediction
-from mlops.monitoring.models import DriftReference, DriftReportRecord, LoggedPrediction
+from mlops.monitoring.models import DriftReference, DriftReportRecord
 from mlops.retraining.models import RetrainingEvent, RetrainingPolicy
 from mlops.retraining.schemas import EvaluationOut
 from mlops.retraining.service import RetrainingService
 from mlops.training.tracking import TAG_METRIC, TAG_METRIC_VALUE
 from tests.conftest import ADMIN, client_for, running_app
+from tests.integration.test_alerts import log
 from tests.model_registry import register
 
 POLICIES = "/api/v1/retraining/policies"
@@ -51,32 +51,36 @@ def retraining_settings(settings_factory: Any) -> Settings:
 # --------------------------------------------------------------------------- the setup
 
 
-async def add_deployment(app: FastAPI, deployed: datetime | None = None) -> uuid.UUID:
-    """A deployment row serving version 1 of bc-rf through its variant v1 since ``deployed``
-    (default: a month ago; no model loaded: the figures come from the log written here)."""
+async def add_deployment(
+    app: FastAPI,
+    name: str = "bc",
+    *,
+    serving: bool = True,
+    deployed: datetime | None = None,
+) -> uuid.UUID:
+    """A deployment row of model NAME-model; ``serving``: with variant v1 serving version 1
+    since ``deployed`` (default: a month ago). No model is loaded: figures come from the log
+    the tests write."""
+    model = f"{name}-model"
     deployment = Deployment(
-        name="bc",
-        model_name="bc-rf",
-        strategy="direct",
-        settings={},
-        state="ready",
-        created_by="tests",
+        name=name, model_name=model, strategy="direct", settings={}, state="ready", created_by="t"
     )
     async with app.state.database.sessionmaker() as session, session.begin():
         session.add(deployment)
         await session.flush()
-        session.add(
-            DeploymentVariant(
-                deployment_id=deployment.id,
-                name="v1",
-                model_name="bc-rf",
-                model_version="1",
-                requested_as="1",
-                weight=100.0,
-                status="ready",
-                created_at=deployed or datetime.now(UTC) - timedelta(days=30),
+        if serving:
+            session.add(
+                DeploymentVariant(
+                    deployment_id=deployment.id,
+                    name="v1",
+                    model_name=model,
+                    model_version="1",
+                    requested_as="1",
+                    weight=100.0,
+                    status="ready",
+                    created_at=deployed or datetime.now(UTC) - timedelta(days=30),
+                )
             )
-        )
     return deployment.id
 
 
@@ -109,23 +113,6 @@ def served(at: datetime, predictions: list[int]) -> ServedPrediction:
         latency_ms=5.0,
         at=at,
     )
-
-
-async def log(app: FastAPI, *entries: ServedPrediction) -> None:
-    """Through the prediction log, then until the rows are in."""
-    async with app.state.database.sessionmaker() as session:
-        before = await session.scalar(select(func.count()).select_from(LoggedPrediction))
-    for entry in entries:
-        app.state.prediction_log.record(entry)
-    await app.state.prediction_log.flush()
-    deadline = time.monotonic() + 10
-    while True:
-        async with app.state.database.sessionmaker() as session:
-            count = await session.scalar(select(func.count()).select_from(LoggedPrediction))
-        if count == (before or 0) + len(entries):
-            return
-        assert time.monotonic() < deadline, count
-        await asyncio.sleep(0.05)
 
 
 async def label(client: httpx.AsyncClient, truth: dict[str, list[int]]) -> None:
@@ -334,18 +321,18 @@ async def test_performance_degradation_against_the_champions_own_evaluation(
         no_baseline = "the champion has no recorded accuracy to compare with"
         for registered in (False, True):
             if registered:
-                assert await asyncio.to_thread(register, uri, "bc-rf") == "1"
+                assert await asyncio.to_thread(register, uri, "bc-model") == "1"
             [check] = (await dry_run(app, retraining_settings, now)).checks
             assert check.fired is False and check.reason == no_baseline
             assert check.figures == {"labelled": 50, "window_hours": 2.0, "accuracy": 0.8}
 
         registry = mlflow.MlflowClient(uri, uri)
-        registry.set_model_version_tag("bc-rf", "1", TAG_METRIC, "accuracy")
-        registry.set_model_version_tag("bc-rf", "1", TAG_METRIC_VALUE, "0.9")
+        registry.set_model_version_tag("bc-model", "1", TAG_METRIC, "accuracy")
+        registry.set_model_version_tag("bc-model", "1", TAG_METRIC_VALUE, "0.9")
         [check] = (await dry_run(app, retraining_settings, now)).checks
         assert check.fired is True  # 0.8 < 0.81
         assert check.figures["champion_evaluation"] == 0.9
-        assert check.figures["champion_evaluation_source"] == "models:/bc-rf/1 (accuracy)"
+        assert check.figures["champion_evaluation_source"] == "models:/bc-model/1 (accuracy)"
         assert check.figures["limit"] == pytest.approx(0.81)
         assert check.reason == (
             "accuracy 0.8 over 50 labelled row(s) is worse than 0.81 "
@@ -353,7 +340,7 @@ async def test_performance_degradation_against_the_champions_own_evaluation(
         )
 
         # a better champion's evaluation moves the limit: 0.8 is within 10% of 0.85 (0.765)
-        registry.set_model_version_tag("bc-rf", "1", TAG_METRIC_VALUE, "0.85")
+        registry.set_model_version_tag("bc-model", "1", TAG_METRIC_VALUE, "0.85")
         [check] = (await dry_run(app, retraining_settings, now)).checks
         assert check.fired is False and check.figures["limit"] == pytest.approx(0.765)
         assert check.reason.startswith("accuracy 0.8 over 50 labelled row(s) is within 0.765")
