@@ -35,8 +35,9 @@ from mlops.pipelines.models import PipelineRun, StepRun
 from mlops.pipelines.states import RunStatus
 from mlops.retraining.evaluation import EvaluationError, compare_versions
 from mlops.retraining.models import RetrainingEvent, RetrainingPolicy
+from mlops.retraining.policies import actor_of, body_of
 from mlops.retraining.schemas import IN_FLIGHT, EventStatus
-from mlops.retraining.service import CONTROLLER, RetrainingService, actor_of, body_of
+from mlops.retraining.service import CONTROLLER, RetrainingService
 from mlops.security.audit import AuditLog, AuditRecord
 from mlops.training.models import TrainingJob
 from mlops.training.registry import Registry
