@@ -274,6 +274,18 @@ INVALID = [
         "give feature_view with min_new_rows",
     ),
     Case(
+        "training-dataset",
+        {"training": {**TRAINING, "dataset": "/nowhere/data.csv"}},
+        "training.dataset",
+        "dataset file not found",
+    ),
+    Case(
+        "holdout-dataset",
+        {"comparison": {"holdout": {"source": "dataset", "dataset": "sklearn://nope"}}},
+        "comparison.holdout.dataset",
+        "unknown sklearn dataset",
+    ),
+    Case(
         "drift-two-rules",
         {"triggers": [{"type": "data_drift", "features": ["x"], "min_drifted_features": 2}]},
         "triggers.0.data_drift",

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.concurrency import run_in_threadpool
 
 from mlops.core.database import as_utc
 from mlops.core.errors import Conflict, InvalidFields, InvalidInput, NotFound
@@ -26,6 +27,7 @@ from mlops.retraining.schemas import (
     PolicyPatch,
     VolumeTrigger,
 )
+from mlops.steps.framework import StepError
 from mlops.training.catalogue import CatalogueError
 
 DAY = timedelta(days=1)
@@ -152,6 +154,13 @@ class PolicyService:
         except CatalogueError as exc:
             field = ("body", "training", *exc.field.split("."))
             raise InvalidInput(str(exc), field=field) from None
+        named = (
+            (template.dataset, ("body", "training", "dataset")),
+            (body.comparison.holdout.dataset, ("body", "comparison", "holdout", "dataset")),
+        )
+        for uri, field in named:
+            if uri is not None:
+                await run_in_threadpool(self._readable, uri, field)
         for index, trigger in enumerate(body.triggers):
             if isinstance(trigger, VolumeTrigger) and trigger.feature_view is not None:
                 known = await self.session.scalar(
@@ -164,6 +173,17 @@ class PolicyService:
                         f"no feature view '{trigger.feature_view}'",
                         field=("body", "triggers", index, "feature_view"),
                     )
+
+    def _readable(self, uri: str, field: tuple[str, ...]) -> None:
+        """The dataset can be read (its header or footer): a bad URI is a 422 now, not a
+        retraining that fails later."""
+        from mlops.steps.artifacts import ArtifactStore
+        from mlops.steps.datasets import peek_dataset
+
+        try:
+            peek_dataset(uri, ArtifactStore(self.settings.effective_artifact_root))
+        except StepError as exc:
+            raise InvalidInput(str(exc), field=field) from None
 
     async def _deployment(self, name: str, field: tuple[str, ...] | None = None) -> Deployment:
         found = await self.session.scalar(select(Deployment).where(Deployment.name == name))

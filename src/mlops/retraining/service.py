@@ -106,9 +106,10 @@ class RetrainingService(PolicyService):
         recorded, value = tags.get(TAG_METRIC), tags.get(TAG_METRIC_VALUE)
         if recorded is None or value is None:
             return None
-        sign = -1.0 if recorded == f"neg_{SCORERS.get(metric, metric)}" else 1.0
-        if recorded not in (metric, f"neg_{SCORERS.get(metric, metric)}"):
+        negated = f"neg_{SCORERS.get(metric, metric)}"  # how scikit-learn names an error
+        if recorded not in (metric, negated):
             return None
+        sign = -1.0 if recorded == negated else 1.0
         return sign * float(value), f"models:/{model}/{version} ({recorded})"
 
     async def evaluation(self, policy: RetrainingPolicy, now: datetime) -> EvaluationOut:
