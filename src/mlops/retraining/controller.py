@@ -14,9 +14,10 @@ import asyncio
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
 from mlops.core.database import Database
@@ -27,7 +28,7 @@ from mlops.deployments.manager import DeploymentManager
 from mlops.deployments.models import Deployment, DeploymentEvent, DeploymentVariant
 from mlops.deployments.schemas import VariantStatus
 from mlops.monitoring.drift_service import DriftService
-from mlops.monitoring.labelled import LabelledQuery, read_labelled
+from mlops.monitoring.labelled import LINEAGE, LabelledQuery, read_labelled
 from mlops.monitoring.models import DriftReference
 from mlops.monitoring.schemas import ReferenceIn
 from mlops.pipelines.engine import PipelineEngine
@@ -36,12 +37,16 @@ from mlops.pipelines.states import RunStatus
 from mlops.retraining.evaluation import EvaluationError, compare_versions
 from mlops.retraining.models import RetrainingEvent, RetrainingPolicy
 from mlops.retraining.policies import actor_of, body_of
-from mlops.retraining.schemas import IN_FLIGHT, EventStatus
+from mlops.retraining.schemas import IN_FLIGHT, EventStatus, PolicyBody
 from mlops.retraining.service import CONTROLLER, RetrainingService
 from mlops.security.audit import AuditLog, AuditRecord
+from mlops.steps.framework import StepError
 from mlops.training.models import TrainingJob
 from mlops.training.registry import Registry
 from mlops.training.service import FINALIZE, SYSTEM_PIPELINE
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger("mlops")
 
@@ -218,13 +223,14 @@ class RetrainingController:
             if event is None or event.status != EventStatus.COMPARING:
                 return
             if policy is None:
-                holdout, body = None, None
-            else:
-                body = body_of(policy)
+                await self._fail(event_id, "its policy was deleted before the comparison")
+                return
+            body = body_of(policy)
+            try:
                 holdout = await self._holdout(session, event, body)
-        if body is None or holdout is None:
-            await self._fail(event_id, "its policy was deleted before the comparison")
-            return
+            except StepError as exc:
+                await self._fail(event_id, f"the holdout cannot be read: {exc}")
+                return
         label = body.comparison.holdout.label_column or body.training.target
         try:
             report = await asyncio.to_thread(
@@ -241,17 +247,22 @@ class RetrainingController:
         except EvaluationError as exc:
             await self._fail(event_id, f"the comparison failed: {exc}")
             return
+        provenance = holdout.attrs.get(LINEAGE, {})
         report["holdout"] = {
             "source": body.comparison.holdout.source,
-            **{k: str(v) for k, v in holdout.attrs.get("mlops.labelled", {}).items()},
+            "dataset": body.comparison.holdout.dataset,
+            **{k: v.isoformat() if isinstance(v, datetime) else v for k, v in provenance.items()},
         }
         await self._decide(event_id, report, body.promotion.mode)
 
-    async def _holdout(self, session: Any, event: RetrainingEvent, body: Any) -> Any:
+    async def _holdout(
+        self, session: AsyncSession, event: RetrainingEvent, body: PolicyBody
+    ) -> pd.DataFrame:
         holdout = body.comparison.holdout
         if holdout.source == "dataset":
             from mlops.steps.datasets import load_dataset
 
+            assert holdout.dataset is not None
             return await asyncio.to_thread(load_dataset, holdout.dataset)
         query = LabelledQuery(
             deployment=event.deployment,
