@@ -229,6 +229,9 @@ class DeploymentManager:
                     continue
                 if outcome:
                     await service.variant_ready(deployment, stored, detail)
+                    # served here as it is committed: a client told "ready" finds it (as in
+                    # _drive_rollouts), not only after this tick's _sync
+                    self._set_route(deployment, await service.variants(deployment))
                 else:
                     await service.variant_failed(deployment, stored, detail)
             await self._audit(service)

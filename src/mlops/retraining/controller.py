@@ -161,15 +161,23 @@ class RetrainingController:
     # ---------------------------------------------------------------- moving a retraining
 
     async def advance(self, event_id: uuid.UUID) -> None:
-        async with self.database.sessionmaker() as session:
-            event = await session.get(RetrainingEvent, event_id)
-            status = event.status if event is not None else None
-        if status == EventStatus.TRAINING:
-            await self._after_training(event_id)
-        elif status == EventStatus.COMPARING:
-            await self._compare(event_id)
-        elif status == EventStatus.ROLLING_OUT:
-            await self._after_rollout(event_id)
+        """Move the retraining along as far as it goes now: a job that has just finished is
+        compared in the same pass, not the next one."""
+        steps = {
+            EventStatus.TRAINING: self._after_training,
+            EventStatus.COMPARING: self._compare,
+            EventStatus.ROLLING_OUT: self._after_rollout,
+        }
+        seen: set[str] = set()
+        while True:
+            async with self.database.sessionmaker() as session:
+                event = await session.get(RetrainingEvent, event_id)
+                status = event.status if event is not None else None
+            step = steps.get(EventStatus(status)) if status is not None else None
+            if step is None or status is None or status in seen:  # done, or nothing moved
+                return
+            seen.add(status)
+            await step(event_id)
 
     async def _after_training(self, event_id: uuid.UUID) -> None:
         async with self.database.sessionmaker() as session, session.begin():
