@@ -25,18 +25,14 @@ from mlops.core.errors import Conflict, DomainError
 from mlops.core.leadership import ElectedLoop
 from mlops.core.settings import Settings
 from mlops.deployments.manager import DeploymentManager
-from mlops.deployments.models import Deployment, DeploymentEvent, DeploymentVariant
-from mlops.deployments.schemas import VariantStatus
-from mlops.monitoring.drift_service import DriftService
 from mlops.monitoring.labelled import LINEAGE, LabelledQuery, read_labelled
-from mlops.monitoring.models import DriftReference
-from mlops.monitoring.schemas import ReferenceIn
 from mlops.pipelines.engine import PipelineEngine
 from mlops.pipelines.models import PipelineRun, StepRun
 from mlops.pipelines.states import RunStatus
 from mlops.retraining.evaluation import EvaluationError, compare_versions
 from mlops.retraining.models import RetrainingEvent, RetrainingPolicy
 from mlops.retraining.policies import actor_of, body_of
+from mlops.retraining.promotion import CHALLENGER, settle_rollout
 from mlops.retraining.schemas import IN_FLIGHT, EventStatus, PolicyBody
 from mlops.retraining.service import CONTROLLER, RetrainingService
 from mlops.security.audit import AuditLog, AuditRecord
@@ -51,7 +47,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mlops")
 
 RETRAINING_LOCK = 0x6D6C6F7073_50
-CHALLENGER, CHAMPION, PREVIOUS_CHAMPION = "challenger", "champion", "previous-champion"
 
 
 class RetrainingController:
@@ -321,79 +316,9 @@ class RetrainingController:
         async with self.database.sessionmaker() as session, session.begin():
             service = RetrainingService(session, self.settings)
             event = await service.event(event_id)
-            if event.status != EventStatus.ROLLING_OUT:
-                return
-            deployment = await session.scalar(
-                select(Deployment).where(Deployment.name == event.deployment)
-            )
-            variant = (
-                await session.scalar(
-                    select(DeploymentVariant).where(
-                        DeploymentVariant.deployment_id == deployment.id,
-                        DeploymentVariant.name == event.rollout_variant,
-                    )
-                )
-                if deployment is not None
-                else None
-            )
-            if deployment is None or variant is None:
-                await service.finish(event, EventStatus.FAILED, "the deployment is gone")
-            elif variant.status in (VariantStatus.RETIRED, VariantStatus.FAILED):
-                why = await _last_rollback_reason(session, deployment)
-                await service.finish(
-                    event, EventStatus.ROLLED_BACK, f"the rollout was rolled back: {why}"
-                )
-            elif deployment.rollout is None and variant.weight >= 100.0:
-                await self._promote(service, session, event, deployment)
+            if event.status == EventStatus.ROLLING_OUT:
+                await settle_rollout(service, self.registry, event)
         await self._audit(service)
-
-    async def _promote(
-        self,
-        service: RetrainingService,
-        session: Any,
-        event: RetrainingEvent,
-        deployment: Deployment,
-    ) -> None:
-        model, version = event.model_name, str(event.challenger_version)
-        previous = await run_in_threadpool(self.registry.model, model)
-        before = previous.aliases.get(CHAMPION) or event.champion_version
-        if before and before != version:
-            await run_in_threadpool(self.registry.set_alias, model, PREVIOUS_CHAMPION, before)
-        await run_in_threadpool(self.registry.set_alias, model, CHAMPION, version)
-        note = await self._new_drift_reference(session, event, deployment)
-        reason = (
-            f"version {version} is the champion ('{CHAMPION}' moved from {before}; "
-            f"'{PREVIOUS_CHAMPION}' keeps {before} for a rollback){note}"
-        )
-        await service.finish(event, EventStatus.PROMOTED, reason)
-
-    async def _new_drift_reference(
-        self, session: Any, event: RetrainingEvent, deployment: Deployment
-    ) -> str:
-        """The new champion learned the data window: drift is measured against it from now on
-        (else the old reference keeps reporting the drift this retraining answered)."""
-        current = await session.scalar(
-            select(DriftReference)
-            .where(DriftReference.deployment_id == deployment.id)
-            .order_by(DriftReference.created_at.desc())
-            .limit(1)
-        )
-        if current is None:
-            return ""
-        body = ReferenceIn.model_validate(
-            {
-                "source": {"window": {"since": event.data_since, "until": event.data_until}},
-                "settings": current.settings,
-            }
-        )
-        try:
-            async with session.begin_nested():
-                await DriftService(session, self.settings.drift_max_window_rows).set_reference(
-                    deployment, body, actor_of(event.policy_name)
-                )
-        except DomainError as exc:
-            return f"; the drift reference stays: {exc}"
-        return "; drift is now measured against the data window it learned"
 
     async def _fail(self, event_id: uuid.UUID, reason: str) -> None:
         async with self.database.sessionmaker() as session, session.begin():
@@ -417,16 +342,3 @@ class RetrainingController:
                 )
             )
         service.decisions.clear()
-
-
-async def _last_rollback_reason(session: Any, deployment: Deployment) -> str:
-    reason = await session.scalar(
-        select(DeploymentEvent.reason)
-        .where(
-            DeploymentEvent.deployment_id == deployment.id,
-            DeploymentEvent.kind.in_(("rolled_back", "variant_failed")),
-        )
-        .order_by(DeploymentEvent.created_at.desc())
-        .limit(1)
-    )
-    return str(reason or "no reason recorded")
