@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -100,7 +101,19 @@ async def add_deployment(app: FastAPI) -> uuid.UUID:
     return deployment.id
 
 
-async def add_drift_report(app: FastAPI, deployment_id: uuid.UUID, psi: float) -> None:
+async def add_drift_report(
+    app: FastAPI,
+    deployment_id: uuid.UUID,
+    psi: float = 0.4,
+    *,
+    drifted: Sequence[str] = ("x",),
+    share: float = 0.5,
+    dataset_drift: bool = True,
+    created_at: datetime | None = None,
+) -> uuid.UUID:
+    """A stored drift report over features x, y, z, w: ``drifted`` flagged (with ``psi``), the
+    others not (psi 0.01)."""
+    created_at = created_at or datetime.now(UTC)
     async with app.state.database.sessionmaker() as session, session.begin():
         reference = DriftReference(
             deployment_id=deployment_id,
@@ -112,26 +125,31 @@ async def add_drift_report(app: FastAPI, deployment_id: uuid.UUID, psi: float) -
         )
         session.add(reference)
         await session.flush()
-        session.add(
-            DriftReportRecord(
-                deployment_id=deployment_id,
-                reference_id=reference.id,
-                since=T0,
-                until=T0,
-                trigger="on_demand",
-                dataset_drift=True,
-                prediction_drift=None,
-                drifted_count=1,
-                report={
-                    "dataset_drift": True,
-                    "drifted_share": 0.5,
-                    "features": [
-                        {"name": "x", "drifted": True, "psi": psi},
-                        {"name": "y", "drifted": False, "psi": 0.01},
-                    ],
-                },
-            )
+        record = DriftReportRecord(
+            deployment_id=deployment_id,
+            reference_id=reference.id,
+            since=created_at - timedelta(hours=1),
+            until=created_at,
+            trigger="on_demand",
+            dataset_drift=dataset_drift,
+            prediction_drift=None,
+            drifted_count=len(drifted),
+            report={
+                "dataset_drift": dataset_drift,
+                "drifted_share": share,
+                "features": [
+                    {
+                        "name": name,
+                        "drifted": name in drifted,
+                        "psi": psi if name in drifted else 0.01,
+                    }
+                    for name in ("x", "y", "z", "w")
+                ],
+            },
+            created_at=created_at,
         )
+        session.add(record)
+    return record.id
 
 
 async def create(client: httpx.AsyncClient, what: str, body: dict[str, Any]) -> dict[str, Any]:

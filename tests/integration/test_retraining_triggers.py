@@ -26,13 +26,12 @@ from sqlalchemy import select, update
 from mlops.core.settings import Settings
 from mlops.deployments.models import Deployment, DeploymentVariant
 from mlops.deployments.runtime import ServedPrediction
-from mlops.monitoring.models import DriftReference, DriftReportRecord
 from mlops.retraining.models import RetrainingEvent, RetrainingPolicy
 from mlops.retraining.schemas import EvaluationOut
 from mlops.retraining.service import RetrainingService
 from mlops.training.tracking import TAG_METRIC, TAG_METRIC_VALUE
 from tests.conftest import ADMIN, client_for, running_app
-from tests.integration.test_alerts import log
+from tests.integration.test_alerts import add_drift_report, log
 from tests.model_registry import register
 
 POLICIES = "/api/v1/retraining/policies"
@@ -136,47 +135,6 @@ async def requests_scored(
         client,
         {entry.request_id: [1 if i < right else 0] for i, entry in enumerate(entries)},
     )
-
-
-async def add_drift_report(
-    app: FastAPI,
-    deployment_id: uuid.UUID,
-    created_at: datetime,
-    drifted: list[str],
-    *,
-    share: float,
-    dataset_drift: bool,
-) -> uuid.UUID:
-    features = ["x", "y", "z", "w"]
-    async with app.state.database.sessionmaker() as session, session.begin():
-        reference = DriftReference(
-            deployment_id=deployment_id,
-            source={},
-            settings={},
-            profile={},
-            rows=1,
-            created_by="tests",
-        )
-        session.add(reference)
-        await session.flush()
-        record = DriftReportRecord(
-            deployment_id=deployment_id,
-            reference_id=reference.id,
-            since=created_at - timedelta(hours=1),
-            until=created_at,
-            trigger="on_demand",
-            dataset_drift=dataset_drift,
-            prediction_drift=None,
-            drifted_count=len(drifted),
-            report={
-                "dataset_drift": dataset_drift,
-                "drifted_share": share,
-                "features": [{"name": name, "drifted": name in drifted} for name in features],
-            },
-            created_at=created_at,
-        )
-        session.add(record)
-    return record.id
 
 
 async def dry_run(app: FastAPI, settings: Settings, now: datetime) -> EvaluationOut:
@@ -385,7 +343,7 @@ async def test_data_drift_fires_on_a_fresh_report_by_each_rule(
 
         made = datetime.now(UTC)
         first = await add_drift_report(
-            app, deployment_id, made, ["x", "y"], share=0.5, dataset_drift=False
+            app, deployment_id, drifted=["x", "y"], share=0.5, dataset_drift=False, created_at=made
         )
         evaluation = await dry_run(app, retraining_settings, made + timedelta(minutes=30))
         assert fired(evaluation) == [False, True, False, True, True]
@@ -427,7 +385,12 @@ async def test_data_drift_fires_on_a_fresh_report_by_each_rule(
         # a newer report: only z drifted, and the monitor's dataset decision says drift
         second_made = datetime.now(UTC)
         second = await add_drift_report(
-            app, deployment_id, second_made, ["z"], share=0.25, dataset_drift=True
+            app,
+            deployment_id,
+            drifted=["z"],
+            share=0.25,
+            dataset_drift=True,
+            created_at=second_made,
         )
         fresh = await dry_run(app, retraining_settings, second_made + timedelta(minutes=5))
         assert fired(fresh) == [True, False, True, False, True]

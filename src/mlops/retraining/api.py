@@ -67,10 +67,8 @@ def _wake(request: Request) -> None:
 
 async def _event_out(service: RetrainingService, event: RetrainingEvent) -> EventOut:
     chain = await service.chain(event)
-    return EventOut.model_validate(
-        {**EventSummary.model_validate(event).model_dump(), "comparison": event.comparison}
-        | {"chain": chain}
-    )
+    summary = EventSummary.model_validate(event).model_dump()
+    return EventOut.model_validate({**summary, "comparison": event.comparison, "chain": chain})
 
 
 # --------------------------------------------------------------------------- policies
@@ -102,7 +100,7 @@ async def list_policies(
     listed = await paginate_as(
         session, service.policies_query(deployment, enabled), page, lambda policy: policy
     )
-    items = [await service.policy_out(policy) for policy in listed.items]
+    items = await service.policy_outs(listed.items)
     return Page[PolicyOut](items=items, total=listed.total, limit=page.limit, offset=page.offset)
 
 

@@ -250,11 +250,10 @@ class RetrainingController:
         except EvaluationError as exc:
             await self._fail(event_id, f"the comparison failed: {exc}")
             return
-        provenance = holdout.attrs.get(LINEAGE, {})
         report["holdout"] = {
             "source": body.comparison.holdout.source,
             "dataset": body.comparison.holdout.dataset,
-            **{k: v.isoformat() if isinstance(v, datetime) else v for k, v in provenance.items()},
+            **holdout.attrs.get(LINEAGE, {}),  # a labelled:// frame's provenance, JSON already
         }
         await self._decide(event_id, report, body.promotion.mode)
 
